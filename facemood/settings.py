@@ -6,7 +6,8 @@ Docs: https://facemood.github.io/facemood/settings.html.md"""
 
 # %% auto #0
 __all__ = ['SETTINGS_FILE', 'SETTINGS_SECTION', 'HOME_DIR', 'PATH_KEYS', 'DEFAULTS', 'WANDB_MODES', 'find_settings_file',
-           'FacemoodError', 'SettingsError', 'Settings', 'get_settings']
+           'FacemoodError', 'SettingsError', 'Settings', 'get_settings', 'ParamsError', 'read_params_file',
+           'parse_override', 'load_params']
 
 # %% ../nbs/00_settings.ipynb #bc0865ca
 import configparser
@@ -94,3 +95,36 @@ def get_settings(start:str|Path|None=None, # folder to search for settings.ini f
     if s.values['wandb_mode'] not in WANDB_MODES:
         raise SettingsError(f"wandb_mode is {s.values['wandb_mode']!r} (from {s.origins['wandb_mode']}); use one of {', '.join(WANDB_MODES)}")
     return s
+
+# %% ../nbs/00_settings.ipynb #9adf7d45
+import yaml
+
+# %% ../nbs/00_settings.ipynb #fdda94e2
+class ParamsError(FacemoodError, ValueError):
+    "A parameter file or override facemood cannot use."
+
+def read_params_file(path:str|Path) -> dict:
+    "The flat mapping of parameters in YAML file `path`."
+    path = Path(path)
+    if not path.is_file(): raise ParamsError(f"{path}: no such parameter file")
+    try: d = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e: raise ParamsError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(d, dict): raise ParamsError(f"{path}: expected a mapping of parameter names to values, got {type(d).__name__}")
+    nested = [k for k, v in d.items() if isinstance(v, dict)]
+    if nested: raise ParamsError(f"{path}: parameters are flat names (one per runbook variable); {', '.join(map(str, nested))} is a nested mapping")
+    return d
+
+def parse_override(key:str, value:str) -> tuple:
+    "A `-p key value` override, its value read as YAML."
+    if not key.isidentifier(): raise ParamsError(f"-p {key} {value}: {key!r} is not a parameter name")
+    try: return key, yaml.safe_load(value)
+    except yaml.YAMLError: return key, value
+
+def load_params(files:list=(), # YAML files, later ones overriding earlier ones
+                overrides:list|dict=(), # (key, value) pairs or a dict, applied last
+               ) -> dict:
+    "Layer parameter `files` in order, then `overrides`."
+    params = {}
+    for f in files: params.update(read_params_file(f))
+    params.update(dict(overrides))
+    return params
