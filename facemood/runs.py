@@ -15,7 +15,6 @@ import os
 import platform
 import secrets
 import subprocess
-import sys
 import time
 import traceback
 from datetime import datetime, timezone
