@@ -28,6 +28,9 @@ DEFAULTS = dict(
     wandb_project='facemood',
     wandb_entity='',
     device='auto',                        # auto, cpu, cuda, cuda:1, mps
+    prediction_log='',                    # the service's SQL URL; '' : sqlite <outputs_dir>/predictions.sqlite; off: none
+    log_retention_days='30',              # prediction log rows older than this are deleted; 0 keeps all
+    max_upload_mb='10',                   # largest upload the service accepts
 )
 WANDB_MODES = ('offline', 'online', 'disabled')
 

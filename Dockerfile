@@ -1,0 +1,32 @@
+# facemood service: FastAPI + uvicorn + ONNX Runtime, serving a model from a registry folder.
+#
+# Build (from the repository root):
+#   docker build -t facemood-serve .
+# Run, with the registry of this checkout mounted read-only and the prediction log in a volume:
+#   docker run --rm -p 8000:8000 -v "$PWD/registry:/registry:ro" -v facemood-data:/data facemood-serve
+#   open http://localhost:8000/  (API docs: /docs, metrics: /metrics)
+# Options go after the image name (they are `facemood serve` options):
+#   docker run ... facemood-serve --model fer2013:3 --workers 2
+# Settings are environment variables:
+#   -e FACEMOOD_REGISTRY_DIR=gs://bucket/models   (any fsspec URL whose filesystem is installed)
+#   -e FACEMOOD_PREDICTION_LOG=postgresql+psycopg://user:pass@db/facemood   (needs a driver: add psycopg[binary] below)
+#   -e FACEMOOD_PREDICTION_LOG=off   -e FACEMOOD_LOG_RETENTION_DAYS=90   -e FACEMOOD_MAX_UPLOAD_MB=5
+# `docker stop` sends SIGTERM: uvicorn finishes the requests in flight and the prediction log is flushed.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    FACEMOOD_REGISTRY_DIR=/registry FACEMOOD_OUTPUTS_DIR=/data FACEMOOD_DATA_DIR=/data/datasets
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY facemood ./facemood
+# CPU wheels of torch: the service runs ONNX Runtime; torch is only its fallback for models without an ONNX file.
+RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu ".[serve]"
+
+RUN useradd --create-home --uid 1000 facemood && mkdir -p /registry /data && chown facemood /data
+USER facemood
+VOLUME ["/data"]
+EXPOSE 8000
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s \
+  CMD python -c "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=4).status != 200)"
+ENTRYPOINT ["facemood", "serve", "--host", "0.0.0.0", "--port", "8000"]

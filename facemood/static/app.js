@@ -1,0 +1,194 @@
+// facemood web page: upload or webcam -> POST predict -> boxes, labels and probability bars.
+// Plain JavaScript, no build step. URLs are relative so the page also works behind a path prefix.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const els = {
+  drop: $("drop"), file: $("file"), camera: $("camera"), detect: $("detect"), fps: $("fps"),
+  error: $("error"), status: $("status"), image: $("image"), video: $("video"), stage: $("stage"),
+  overlay: $("overlay"), faces: $("faces"), info: $("model-info"),
+};
+const COLORS = ["#12b76a", "#3b6fd8", "#f79009", "#d444f1", "#f04438", "#0ba5ec", "#667085"];
+let stream = null, timer = null, inFlight = false, imageUrl = null;
+
+function showError(message) {
+  els.error.textContent = message;
+  els.error.hidden = !message;
+}
+
+async function errorMessage(response) {
+  // The service answers every error with JSON {error, message, request_id}.
+  try {
+    const body = await response.json();
+    if (body && body.message) return `${body.message} (HTTP ${response.status})`;
+  } catch (e) { /* not JSON */ }
+  return `the service answered HTTP ${response.status} ${response.statusText}`;
+}
+
+async function loadInfo() {
+  try {
+    const r = await fetch("health");
+    const h = await r.json();
+    els.info.textContent = h.ready ? `model ${h.model} v${h.model_version} (${h.runtime}) · classes: ${h.classes.join(", ")}`
+                                   : "the service is starting: the model is not loaded yet";
+  } catch (e) {
+    els.info.textContent = "cannot reach the service";
+  }
+}
+
+async function predict(blob, name) {
+  const form = new FormData();
+  form.append("file", blob, name);
+  const url = `predict?detect=${els.detect.checked}`;
+  let response;
+  try {
+    response = await fetch(url, { method: "POST", body: form });
+  } catch (e) {
+    throw new Error("cannot reach the service: is it still running?");
+  }
+  if (!response.ok) throw new Error(await errorMessage(response));
+  return response.json();
+}
+
+function drawBoxes(result, width, height) {
+  // The overlay has the image's pixel size; CSS stretches it over the displayed picture.
+  const c = els.overlay, ctx = c.getContext("2d");
+  c.width = width; c.height = height;
+  ctx.clearRect(0, 0, width, height);
+  const sx = width / result.width, sy = height / result.height;
+  const line = Math.max(2, Math.round(Math.min(width, height) / 160));
+  ctx.font = `${Math.max(12, line * 7)}px system-ui, sans-serif`;
+  ctx.textBaseline = "bottom";
+  result.faces.forEach((f, i) => {
+    const color = COLORS[i % COLORS.length];
+    const x = f.box.x * sx, y = f.box.y * sy, w = f.box.w * sx, h = f.box.h * sy;
+    ctx.strokeStyle = color; ctx.lineWidth = line;
+    ctx.strokeRect(x, y, w, h);
+    const label = `${f.emotion} ${(100 * f.confidence).toFixed(0)}%`;
+    const tw = ctx.measureText(label).width + 2 * line, th = parseInt(ctx.font, 10) + line;
+    const ty = y - th < 0 ? y + th : y;
+    ctx.fillStyle = color; ctx.fillRect(x - line / 2, ty - th, tw, th);
+    ctx.fillStyle = "#fff"; ctx.fillText(label, x + line / 2, ty - line / 2);
+  });
+}
+
+function renderFaces(result) {
+  els.faces.replaceChildren();
+  result.faces.forEach((f, i) => {
+    const card = document.createElement("div");
+    card.className = "face";
+    const title = document.createElement("h3");
+    title.className = "label";
+    title.style.color = COLORS[i % COLORS.length];
+    title.textContent = f.emotion;
+    card.append(title);
+    const top = f.emotion;
+    for (const [cls, p] of Object.entries(f.probs)) {
+      const row = document.createElement("div");
+      row.className = "bar" + (cls === top ? " top" : "");
+      row.dataset.class = cls;
+      row.innerHTML = '<span class="name"></span><span class="track"><span class="fill"></span></span><span class="value"></span>';
+      row.querySelector(".name").textContent = cls;
+      row.querySelector(".fill").style.width = `${(100 * p).toFixed(1)}%`;
+      row.querySelector(".value").textContent = `${(100 * p).toFixed(1)}%`;
+      card.append(row);
+    }
+    els.faces.append(card);
+  });
+  const n = result.faces.length;
+  els.status.textContent = n === 0 ? "no face found" + (els.detect.checked ? ": try a closer, frontal face, or untick 'find faces'" : "")
+    : `${n} face${n > 1 ? "s" : ""} · server ${result.timings.total_ms.toFixed(1)} ms · model ${result.model} v${result.model_version}`;
+}
+
+async function handleFile(file) {
+  if (!file) return;
+  stopCamera();
+  showError("");
+  els.faces.replaceChildren();
+  els.status.textContent = "analysing…";
+  if (imageUrl) URL.revokeObjectURL(imageUrl);
+  imageUrl = URL.createObjectURL(file);
+  els.image.hidden = false; els.video.hidden = true;
+  els.stage.classList.add("has-media");
+  els.image.src = imageUrl;
+  els.overlay.getContext("2d").clearRect(0, 0, els.overlay.width, els.overlay.height);
+  try {
+    const result = await predict(file, file.name || "upload");
+    drawBoxes(result, result.width, result.height);
+    renderFaces(result);
+  } catch (e) {
+    els.status.textContent = "";
+    els.stage.classList.remove("has-media");
+    showError(e.message);  // the service's message names the file
+  }
+}
+
+// Upload: file picker and drag and drop.
+els.file.addEventListener("change", () => handleFile(els.file.files[0]));
+["dragenter", "dragover"].forEach((t) => els.drop.addEventListener(t, (e) => { e.preventDefault(); els.drop.classList.add("over"); }));
+["dragleave", "drop"].forEach((t) => els.drop.addEventListener(t, (e) => { e.preventDefault(); els.drop.classList.remove("over"); }));
+els.drop.addEventListener("drop", (e) => handleFile(e.dataTransfer.files[0]));
+document.addEventListener("paste", (e) => {
+  const item = [...(e.clipboardData || {}).items || []].find((i) => i.type.startsWith("image/"));
+  if (item) handleFile(item.getAsFile());
+});
+
+// Webcam: frames at a steady rate; a frame is skipped while the previous one is in flight.
+const frame = document.createElement("canvas");
+
+async function sendFrame() {
+  if (!stream || inFlight || !els.video.videoWidth) return;
+  const scale = Math.min(1, 640 / els.video.videoWidth);
+  frame.width = Math.round(els.video.videoWidth * scale);
+  frame.height = Math.round(els.video.videoHeight * scale);
+  frame.getContext("2d").drawImage(els.video, 0, 0, frame.width, frame.height);
+  inFlight = true;
+  try {
+    const blob = await new Promise((resolve) => frame.toBlob(resolve, "image/jpeg", 0.85));
+    const result = await predict(blob, "webcam.jpg");
+    if (!stream) return;
+    showError("");
+    drawBoxes(result, frame.width, frame.height);
+    renderFaces(result);
+  } catch (e) {
+    showError(`webcam frame: ${e.message}`);
+  } finally {
+    inFlight = false;
+  }
+}
+
+async function startCamera() {
+  showError("");
+  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+    showError("This browser gives no webcam access here: open the page over https or on localhost.");
+    return;
+  }
+  try {
+    stream = await navigator.mediaDevices.getUserMedia({ video: { width: { ideal: 640 }, height: { ideal: 480 } }, audio: false });
+  } catch (e) {
+    showError(`Cannot use the webcam: ${e.name === "NotAllowedError" ? "permission denied" : e.message}`);
+    stream = null;
+    return;
+  }
+  els.video.srcObject = stream;
+  els.video.hidden = false; els.image.hidden = true;
+  els.stage.classList.add("has-media");
+  els.faces.replaceChildren();
+  els.camera.textContent = "Stop webcam"; els.camera.classList.add("on");
+  const fps = Math.min(15, Math.max(1, Number(els.fps.value) || 4));
+  timer = setInterval(sendFrame, 1000 / fps);
+}
+
+function stopCamera() {
+  if (timer) clearInterval(timer);
+  timer = null;
+  if (stream) stream.getTracks().forEach((t) => t.stop());
+  stream = null;
+  els.video.srcObject = null;
+  if (!els.video.hidden) els.stage.classList.remove("has-media");
+  els.camera.textContent = "Start webcam"; els.camera.classList.remove("on");
+}
+
+els.camera.addEventListener("click", () => (stream ? stopCamera() : startCamera()));
+els.fps.addEventListener("change", () => { if (stream) { stopCamera(); startCamera(); } });
+loadInfo();
