@@ -6,12 +6,13 @@ Docs: https://facemood.github.io/facemood/cli.html.md"""
 
 # %% auto #0
 __all__ = ['QUICKSTART', 'cmd_settings', 'cmd_data_build', 'cmd_data_info', 'cmd_data_download', 'cmd_run', 'run_summary',
-           'cmd_runs', 'cmd_quickstart', 'cmd_serve', 'cmd_bench', 'make_parser', 'main']
+           'cmd_wandb_sweep', 'cmd_runs', 'cmd_quickstart', 'cmd_serve', 'cmd_bench', 'make_parser', 'main']
 
 # %% ../nbs/10_cli.ipynb #c5423471
 import argparse
 import json
 import sys
+from pathlib import Path
 
 # %% ../nbs/10_cli.ipynb #34478057
 from .settings import FacemoodError, get_settings
@@ -50,7 +51,7 @@ def cmd_data_download(args):
 # %% ../nbs/10_cli.ipynb #60667741
 def cmd_run(args):
     "Run a runbook with layered parameters into outputs/<runbook>/<run-id>/."
-    from facemood.runs import read_json, run_runbook
+    from facemood.runs import run_runbook
     from facemood.settings import parse_override
     rd = run_runbook(args.runbook, files=args.file, overrides=[parse_override(k, v) for k, v in args.param],
                      run_dir=args.run_dir, prepare_only=args.prepare_only)
@@ -66,6 +67,16 @@ def run_summary(run_dir) -> str:
     lines += [f"  {k}: {m[k]:.4f}" if isinstance(m[k], float) else f"  {k}: {m[k]}" for k in HEADLINE_METRICS if k in m]
     if 'seconds' in rec: lines.append(f"  took {rec['seconds']:.0f} s")
     return '\n'.join(lines)
+
+def cmd_wandb_sweep(args):
+    "Create a W&B sweep from a sweep file, or run an agent for one on this machine."
+    from facemood.runs import read_sweep_file, wandb_agent, wandb_sweep_config
+    if args.action == 'agent': return wandb_agent(args.sweep_id, args.sweep_file, count=args.count)
+    import wandb
+    s, spec = get_settings(), read_sweep_file(args.sweep_file)
+    cfg = wandb_sweep_config(spec['space'], spec['method'], spec['metric'], spec['goal'], name=Path(args.sweep_file).stem)
+    sweep_id = wandb.sweep(cfg, project=s.wandb_project, entity=s.wandb_entity or None)
+    print(f"created W&B sweep {sweep_id}; on each machine run:\n  facemood wandb-sweep agent {sweep_id} {args.sweep_file}")
 
 def cmd_runs(args):
     "List runs, newest first, with status and headline metrics."
@@ -140,6 +151,12 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument('--run-dir', help="run folder (default: outputs/<runbook>/<run-id>)")
     p.add_argument('--prepare-only', action='store_true', help="write the parameterised notebook without running it")
     p.set_defaults(func=cmd_run)
+    p = sub.add_parser('wandb-sweep', help="a sweep file as a W&B sweep: create it, or run an agent (needs W&B online)")
+    p.add_argument('action', choices=['create', 'agent'])
+    p.add_argument('sweep_id', nargs='?', help="agent only: entity/project/id printed by create")
+    p.add_argument('sweep_file', help="e.g. params/sweep-quickstart.yaml")
+    p.add_argument('--count', type=int, help="agent only: trials to run on this machine (default: until the sweep ends)")
+    p.set_defaults(func=cmd_wandb_sweep)
     p = sub.add_parser('runs', help="list runs, newest first")
     p.add_argument('--json', action='store_true', help="as JSON")
     p.set_defaults(func=cmd_runs)

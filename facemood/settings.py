@@ -113,8 +113,8 @@ def read_params_file(path:str|Path) -> dict:
     try: d = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e: raise ParamsError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(d, dict): raise ParamsError(f"{path}: expected a mapping of parameter names to values, got {type(d).__name__}")
-    nested = [k for k, v in d.items() if isinstance(v, dict)]
-    if nested: raise ParamsError(f"{path}: parameters are flat names (one per runbook variable); {', '.join(map(str, nested))} is a nested mapping")
+    bad = [k for k in d if not str(k).isidentifier()]
+    if bad: raise ParamsError(f"{path}: {', '.join(map(repr, bad))} cannot be a parameter name (one per runbook variable)")
     return d
 
 def parse_override(key:str, value:str) -> tuple:

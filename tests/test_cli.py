@@ -36,11 +36,11 @@ def test_build_and_info_synthetic(site):
     assert Path(info['path']).is_file() and Path(info['path']).is_relative_to(site['FACEMOOD_DATA_DIR'])
 
 
-def test_info_before_build_says_what_to_do(site):
-    p = facemood('data', 'info', 'synthetic', '--n', 50, env=site)
-    assert p.returncode != 0
+def test_missing_dataset_says_what_to_do(site):
+    p = facemood('data', 'info', 'fer2013', env=site)
+    assert p.returncode == 2
     no_traceback(p)
-    assert 'facemood data build' in p.stderr
+    assert 'facemood data download fer2013' in p.stderr and site['FACEMOOD_DATA_DIR'] in p.stderr
 
 
 def write_csv(path, rows):

@@ -1,0 +1,111 @@
+"""Papermill smoke runs of the runbooks on tiny parameters, through the real `facemood run` command."""
+import json
+from pathlib import Path
+
+import nbformat
+
+from conftest import facemood
+
+TINY = ['-f', 'params/base.yaml', '-f', 'params/quickstart.yaml', '-p', 'synthetic_n', '700', '-p', 'max_epochs', '2',
+        '-p', 'batch_size', '64', '-p', 'model_name', 'smoke', '-p', 'deterministic', 'true']
+
+
+def run_dirs(site, runbook):
+    return sorted((Path(site['FACEMOOD_OUTPUTS_DIR']) / runbook).glob('*/run.json'))
+
+
+def load(run_json):
+    d = run_json.parent
+    return json.loads(run_json.read_text()), json.loads((d / 'metrics.json').read_text())
+
+
+def errors_in(notebook):
+    nb = nbformat.read(notebook, as_version=4)
+    return [o for c in nb.cells if c.cell_type == 'code' for o in c.get('outputs', []) if o.get('output_type') == 'error']
+
+
+def test_train_then_evaluate(site):
+    p = facemood('run', 'train', *TINY, env=site)
+    assert p.returncode == 0, p.stderr[-3000:]
+    [rj] = run_dirs(site, 'train')
+    rec, met = load(rj)
+    d = rj.parent
+    assert rec['status'] == 'completed' and rec['params']['synthetic_n'] == 700
+    assert rec['git'].get('commit') and rec['data']['fingerprint'] and rec['packages']['torch'] and rec['hardware']['cpus']
+    assert rec['effective_params']['arch'] == 'seed_cnn' and rec['effective_params']['max_epochs'] == 2
+    assert 0 <= met['test_acc'] <= 1 and met['epochs'] == 2 and met['registered'] == 'smoke:v1'
+    assert {'samples.png', 'curves.png', 'test_confusion.png', 'test_reliability.png', 'test_mistakes.png'} <= {f.name for f in (d / 'figures').iterdir()}
+    assert (d / 'train.ipynb').exists() and not errors_in(d / 'train.ipynb')
+    assert list((d / 'wandb').glob('offline-run-*')), 'W&B runs offline by default'
+    reg = Path(site['FACEMOOD_REGISTRY_DIR']) / 'smoke'
+    assert (reg / 'latest').read_text().strip() == 'v1'
+    card = json.loads((reg / 'v1' / 'card.json').read_text())
+    assert card['input'] == dict(card['input'], size=48, mean=0.5, std=0.5) and card['data']['fingerprint'] == rec['data']['fingerprint']
+    assert 'smoke:v1' in p.stdout and 'test_acc' in p.stdout
+
+    p = facemood('run', 'evaluate', '-p', 'model_name', 'smoke', env=site)
+    assert p.returncode == 0, p.stderr[-3000:]
+    [ej] = run_dirs(site, 'evaluate')
+    erec, emet = load(ej)
+    assert erec['status'] == 'completed' and emet['same_data_as_training'] is True
+    assert abs(emet['test_acc'] - met['test_acc']) < 1e-9, 'the registered model scores what it scored at training time'
+    assert not errors_in(ej.parent / 'evaluate.ipynb')
+
+
+def test_same_params_same_metrics(site):
+    for _ in range(2):
+        p = facemood('run', 'train', *TINY, '-p', 'max_epochs', '1', '-p', 'model_name', '', env=site)
+        assert p.returncode == 0, p.stderr[-3000:]
+    (r1, m1), (r2, m2) = [load(rj) for rj in run_dirs(site, 'train')]
+    assert r1['id'] != r2['id']
+    drop = {'train_seconds'}
+    assert {k: v for k, v in m1.items() if k not in drop} == {k: v for k, v in m2.items() if k not in drop}
+
+
+def test_undeclared_parameter_stops_before_running(site):
+    p = facemood('run', 'train', *TINY, '-p', 'learning_rate', '0.1', env=site)
+    assert p.returncode == 2
+    assert "declares no parameter 'learning_rate'" in p.stderr and 'Traceback' not in p.stderr
+    assert not run_dirs(site, 'train')
+
+
+def test_failed_run_keeps_notebook_and_error(site):
+    p = facemood('run', 'train', *TINY, '-p', 'arch', 'no_such_net', env=site)
+    assert p.returncode == 2 and 'Traceback' not in p.stderr
+    [rj] = run_dirs(site, 'train')
+    rec = json.loads(rj.read_text())
+    assert rec['status'] == 'failed' and 'no_such_net' in rec['error']
+    assert errors_in(rj.parent / 'train.ipynb'), 'the partly executed notebook shows where it failed'
+
+
+def test_prepare_only(site):
+    p = facemood('run', 'train', *TINY, '--prepare-only', env=site)
+    assert p.returncode == 0, p.stderr
+    [rj] = run_dirs(site, 'train')
+    assert json.loads(rj.read_text())['status'] == 'prepared'
+    nb = nbformat.read(rj.parent / 'train.ipynb', as_version=4)
+    injected = [c for c in nb.cells if 'injected-parameters' in c.metadata.get('tags', [])]
+    assert injected and 'synthetic_n = 700' in injected[0].source
+
+
+def test_sweep_runs_trials_and_resumes(site):
+    tiny = ['-f', 'params/sweep-quickstart.yaml', '-p', 'fixed', '{synthetic_n: 500, max_epochs: 1, batch_size: 64}',
+            '-p', 'space', '{lr: [0.001, 0.003]}', '-p', 'parallel', '2']
+    p = facemood('run', 'sweep', *tiny, env=site)
+    assert p.returncode == 0, p.stderr[-3000:]
+    [rj] = run_dirs(site, 'sweep')
+    rec, met = load(rj)
+    d = rj.parent
+    assert met['completed'] == 2 and met['best_trial'] in ('trial-000', 'trial-001') and met['registered'] == 'quickstart-sweep:v1'
+    for t in ('trial-000', 'trial-001'):
+        trial = json.loads((d / t / 'run.json').read_text())
+        assert trial['status'] == 'completed' and trial['runbook'] == 'train'
+    assert {'metric_by_parameter.png', 'parallel_coordinates.png'} <= {f.name for f in (d / 'figures').iterdir()}
+    assert not errors_in(d / 'sweep.ipynb')
+    # an interrupted sweep: one trial's record lost; the rerun redoes that one only
+    (d / 'trial-001' / 'run.json').unlink()
+    mtime = (d / 'trial-000' / 'run.json').stat().st_mtime
+    p = facemood('run', 'sweep', *tiny, '--run-dir', d, env=site)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert (d / 'trial-000' / 'run.json').stat().st_mtime == mtime, 'a completed trial is not run again'
+    assert json.loads((d / 'trial-001' / 'run.json').read_text())['status'] == 'completed'
