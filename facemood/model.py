@@ -6,8 +6,9 @@ Docs: https://facemood.github.io/facemood/model.html.md"""
 
 # %% auto #0
 __all__ = ['ARCHITECTURES', 'OPTIMIZERS', 'SCHEDULES', 'FERNet', 'ConvNet', 'TimmNet', 'register_arch', 'ModelError',
-           'UnknownArchitecture', 'PretrainedUnavailable', 'conv_bn_relu', 'seed_cnn', 'vgg_fer', 'create_model',
-           'count_params', 'mix_batch', 'make_optimizer', 'warmup_cosine', 'make_scheduler', 'FERModule']
+           'UnknownArchitecture', 'PretrainedUnavailable', 'conv_bn_relu', 'seed_cnn', 'vgg_fer', 'compact_cnn',
+           'create_model', 'count_params', 'mix_batch', 'make_optimizer', 'warmup_cosine', 'make_scheduler',
+           'FERModule']
 
 # %% ../nbs/03_model.ipynb #928d9746
 import difflib
@@ -119,6 +120,23 @@ def vgg_fer(num_classes:int,     # number of emotion classes
                          nn.Linear(512*s*s, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
                          nn.Linear(hidden, hidden), nn.ReLU(inplace=True))
     return ConvNet(nn.Sequential(*layers), neck, nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, num_classes)), hidden)
+
+# %% ../nbs/03_model.ipynb #4ba5acb1
+@register_arch('compact_cnn')
+def compact_cnn(num_classes:int,     # number of emotion classes
+                in_chans:int=1,      # image channels
+                img_size:int=48,     # any side >= 16 (global pooling)
+                width:int=32,        # channels of the stem; the blocks have 2x, 4x, 4x
+                dropout:float=0.2,   # dropout before the classifier
+               ) -> ConvNet:
+    "Strided stem, three conv blocks, global average pooling: a fast CPU model (~242k parameters)."
+    _side(img_size, 4, 'compact_cnn')
+    trunk = nn.Sequential(nn.Conv2d(in_chans, width, 4, stride=2, padding=1), nn.ReLU(inplace=True),
+                          conv_bn_relu(width, 2*width), nn.MaxPool2d(2),
+                          conv_bn_relu(2*width, 4*width), nn.MaxPool2d(2),
+                          conv_bn_relu(4*width, 4*width))
+    neck = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    return ConvNet(trunk, neck, nn.Sequential(nn.Dropout(dropout), nn.Linear(4*width, num_classes)), 4*width)
 
 # %% ../nbs/03_model.ipynb #a36e1264
 def _unknown(name):

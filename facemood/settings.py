@@ -100,6 +100,8 @@ def get_settings(start:str|Path|None=None, # folder to search for settings.ini f
     return s
 
 # %% ../nbs/00_settings.ipynb #9adf7d45
+import datetime
+
 import yaml
 
 # %% ../nbs/00_settings.ipynb #fdda94e2
@@ -130,4 +132,8 @@ def load_params(files:list=(), # YAML files, later ones overriding earlier ones
     params = {}
     for f in files: params.update(read_params_file(f))
     params.update(dict(overrides))
-    return params
+    return {k: _plain(v) for k, v in params.items()}
+
+def _plain(v):
+    "YAML reads `2026-01-01` as a date; runbooks get it as the ISO string papermill can pass on."
+    return v.isoformat() if isinstance(v, (datetime.date, datetime.datetime)) else v

@@ -1,0 +1,111 @@
+"""The drift runbook through the real `facemood run drift` command: a simulated shift, a prediction log, bad inputs."""
+import json
+import time
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pytest
+
+from conftest import facemood
+
+TRAIN = ['-f', 'params/base.yaml', '-f', 'params/quickstart.yaml', '-p', 'synthetic_n', '700', '-p', 'max_epochs', '1',
+         '-p', 'batch_size', '64', '-p', 'model_name', 'smoke']
+DRIFT = ['-f', 'params/drift-quickstart.yaml', '-p', 'model_name', 'smoke', '-p', 'sample_size', '150', '-p', 'permutations', '200',
+         '-p', 'robustness_n', '70']
+CLASSES = ('angry', 'disgust', 'fear', 'happy', 'sad', 'surprise', 'neutral')
+
+
+@pytest.fixture
+def trained(site):
+    p = facemood('run', 'train', *TRAIN, env=site)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return site
+
+
+def drift_runs(site):
+    return sorted((Path(site['FACEMOOD_OUTPUTS_DIR']) / 'drift').glob('*/run.json'))
+
+
+def errors_in(notebook):
+    nb = nbformat.read(notebook, as_version=4)
+    return [o for c in nb.cells if c.cell_type == 'code' for o in c.get('outputs', []) if o.get('output_type') == 'error']
+
+
+def write_log(url, n, t0, seed=0, brightness=1.0, model='smoke'):
+    "`n` prediction rows, one second apart from `t0`, written by the service's own log writer."
+    from facemood.serve import PredictionLog
+    from facemood.synth import render_faces
+    faces = np.clip(render_faces(n, seed=seed)[0] * brightness, 0, 255).astype(np.uint8)
+    log = PredictionLog(url, retention_days=0).start()
+    log.write([dict(ts=t0 + i, model=model, model_version=1, image_width=320, image_height=240, box_x=10, box_y=10, box_w=100,
+                    box_h=100, prediction='happy', confidence=0.5, probs={c: 1 / 7 for c in CLASSES}, face=f) for i, f in enumerate(faces)])
+    log.flush()
+    log.close()
+
+
+def test_synthetic_shift_then_log(trained, tmp_path):
+    site = trained
+    p = facemood('run', 'drift', *DRIFT, env=site)
+    assert p.returncode == 0, p.stderr[-3000:]
+    [rj] = drift_runs(site)
+    d = rj.parent
+    rec, met = json.loads(rj.read_text()), json.loads((d / 'metrics.json').read_text())
+    assert rec['status'] == 'completed' and rec['data']['fingerprint']
+    assert met['verdict'] == 'drift' and met['drift'] == 1, 'darker and blurrier synthetic faces are a strong shift'
+    assert 0 <= met['p_ks_brightness'] <= 1 and 'p_mmd_embedding' in met and 'p_chi2_predicted' in met
+    assert len(met['robustness']) == 35 and set(met['tolerated']) == {'brightness', 'contrast', 'blur', 'noise', 'occlusion', 'rotation', 'jpeg'}
+    html = (d / 'report.html').read_text()
+    assert 'Verdict: <b>drift</b>' in html and 'data:image/png;base64,' in html
+    assert {'features.png', 'classes.png', 'embeddings.png', 'robustness.png'} <= {f.name for f in (d / 'figures').iterdir()}
+    assert not errors_in(d / 'drift.ipynb')
+
+    from facemood.drift import latest_drift_report
+    latest = latest_drift_report(site['FACEMOOD_OUTPUTS_DIR'])
+    assert latest['verdict'] == 'drift' and latest['run_id'] == rec['id'] and Path(latest['report']).exists()
+
+    url = f"sqlite:///{tmp_path / 'predictions.sqlite'}"
+    t0 = time.time() - 3600
+    write_log(url, 120, t0, seed=5)
+    p = facemood('run', 'drift', *DRIFT, '-p', 'current', 'log', '-p', 'log_url', url, '-p', 'robustness', 'false', env=site)
+    assert p.returncode == 0, p.stderr[-3000:]
+    rj = max(drift_runs(site), key=lambda f: json.loads(f.read_text())['started'])
+    met = json.loads((rj.parent / 'metrics.json').read_text())
+    assert met['n_current'] == 120 and met['verdict'] in ('drift', 'no drift') and 'p_ks_brightness' in met
+    assert 'face_size' in met['skipped'], 'crops in the training cache have no face size'
+
+    # two windows of the log: the later one darker; face size is known on both sides and tested
+    write_log(url, 120, t0 + 200, seed=6, brightness=0.6)
+    p = facemood('run', 'drift', *DRIFT, '-p', 'current', 'log', '-p', 'log_url', url, '-p', 'reference', 'log', '-p', 'reference_until',
+                 t0 + 150, '-p', 'log_since', t0 + 150, '-p', 'robustness', 'false', env=site)
+    assert p.returncode == 0, p.stderr[-3000:]
+    rj = max(drift_runs(site), key=lambda f: json.loads(f.read_text())['started'])
+    met = json.loads((rj.parent / 'metrics.json').read_text())
+    assert met['n_reference'] == met['n_current'] == 120 and 'p_ks_face_size' in met and met['verdict'] == 'drift' and 'brightness' in met['drifted']
+
+    # an empty window: a clear message, no traceback
+    p = facemood('run', 'drift', *DRIFT, '-p', 'current', 'log', '-p', 'log_url', url, '-p', 'log_since', '2001-01-01T00:00',
+                 '-p', 'log_until', '2001-01-02T00:00', env=site)
+    assert p.returncode == 2 and 'Traceback' not in p.stderr
+    assert 'EmptyWindow' in p.stderr and 'no faces' in p.stderr and 'widen log_since/log_until' in p.stderr
+
+    # a log written by a model with other classes
+    other = f"sqlite:///{tmp_path / 'other.sqlite'}"
+    from facemood.serve import PredictionLog
+    log = PredictionLog(other, retention_days=0).start()
+    from facemood.synth import render_faces
+    log.write([dict(ts=t0 + i, model='smoke', model_version=1, prediction='cat', confidence=1.0, probs={'cat': 1.0, 'dog': 0.0}, face=f)
+               for i, f in enumerate(render_faces(5, seed=1)[0])])
+    log.flush(); log.close()
+    p = facemood('run', 'drift', *DRIFT, '-p', 'current', 'log', '-p', 'log_url', other, env=site)
+    assert p.returncode == 2 and 'Traceback' not in p.stderr and 'ClassMismatch' in p.stderr and "differ from the model's" in p.stderr
+
+    # the training data is gone (cache deleted, its source not available): a clear message
+    for f in (Path(site['FACEMOOD_DATA_DIR']) / 'cache').glob('*.npz'): f.unlink()
+    reg = Path(site['FACEMOOD_REGISTRY_DIR']) / 'smoke' / 'v1' / 'card.json'
+    card = json.loads(reg.read_text())
+    card['data']['source'] = 'fer2013'
+    reg.write_text(json.dumps(card))
+    p = facemood('run', 'drift', *DRIFT, env=site)
+    assert p.returncode == 2 and 'Traceback' not in p.stderr
+    assert 'ReferenceUnavailable' in p.stderr and 'cannot be rebuilt' in p.stderr
