@@ -429,6 +429,22 @@ class ServiceMetrics:
         self.faces = Histogram('facemood_faces_per_image', 'Faces found per image', buckets=(0, 1, 2, 3, 4, 6, 10, 20), registry=r)
         self.log_rows = Counter('facemood_prediction_log_rows', 'Prediction log rows by outcome (written, dropped)', ['outcome'], registry=r)
         self.model_info = Gauge('facemood_model_info', 'The model being served (value 1)', ['model', 'version', 'runtime'], multiprocess_mode='max', registry=r)
+        self.drift = Gauge('facemood_drift', 'Verdict of the latest drift analysis: 1 drift, 0 no drift, -1 none yet', ['model', 'run'], multiprocess_mode='max', registry=r)
+        self._drift_checked, self._drift_run, self._drift_key = 0.0, None, ...
+
+    def refresh_drift(self, every:float=30.0) -> dict|None:
+        "Set the drift gauge from the newest drift run (looked up at most once per `every` seconds)."
+        from facemood.drift import latest_drift_report
+        if time.time() - self._drift_checked < every: return self._drift_run
+        self._drift_checked, latest = time.time(), latest_drift_report()
+        key = (latest or {}).get('run_id')
+        if key != self._drift_key:
+            self._drift_key = key
+            self.drift.clear()
+            if latest: self.drift.labels(str(latest.get('model') or ''), key).set(latest['drift'])
+            else: self.drift.labels('', '').set(-1)
+        self._drift_run = latest
+        return latest
 
     def expose(self) -> bytes:
         "The metrics in the Prometheus text format (all workers in multiprocess mode)."
@@ -588,7 +604,7 @@ class Service:
 
 # %% ../nbs/07_serve.ipynb #0468b850
 STATIC_DIR = resources.files('facemood')/'static'
-API_PATHS = ('/', '/health', '/model', '/predict', '/predict/batch', '/metrics')
+API_PATHS = ('/', '/health', '/model', '/predict', '/predict/batch', '/metrics', '/drift')
 
 def _filename(f:UploadFile) -> str: return Path(f.filename or 'upload').name[:120] or 'upload'
 
@@ -705,7 +721,19 @@ def _add_routes(app:FastAPI, max_batch:int):
 
     @app.get('/metrics', response_class=Response, summary="Prometheus metrics",
              responses={200: dict(content={CONTENT_TYPE_LATEST.split(';')[0]: {}})})
-    def metrics(request:Request): return Response(request.app.state.metrics.expose(), media_type=CONTENT_TYPE_LATEST)
+    def metrics(request:Request):
+        request.app.state.metrics.refresh_drift()
+        return Response(request.app.state.metrics.expose(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get('/drift', response_model=None, responses=ERROR_RESPONSES, summary="The latest drift report (HTML), or its verdict with format=json")
+    def drift(request:Request, format:Annotated[str, Query(pattern='^(html|json)$', description="html: the report; json: the verdict")] = 'html'):
+        latest = request.app.state.metrics.refresh_drift(every=0)
+        if latest is None:
+            raise StarletteHTTPException(404, "no drift analysis yet: run `facemood run drift -f params/drift-quickstart.yaml` "
+                                              "on this service's prediction log")
+        if format == 'json': return JSONResponse(latest)
+        if not latest.get('report'): raise StarletteHTTPException(404, f"drift run {latest['run_id']} wrote no report.html")
+        return FileResponse(latest['report'], media_type='text/html')
 
     @app.get('/', response_class=FileResponse, include_in_schema=False)
     def index(): return FileResponse(STATIC_DIR/'index.html', media_type='text/html')
