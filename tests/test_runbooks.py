@@ -32,7 +32,7 @@ def test_train_then_evaluate(site):
     d = rj.parent
     assert rec['status'] == 'completed' and rec['params']['synthetic_n'] == 700
     assert rec['git'].get('commit') and rec['data']['fingerprint'] and rec['packages']['torch'] and rec['hardware']['cpus']
-    assert rec['effective_params']['arch'] == 'seed_cnn' and rec['effective_params']['max_epochs'] == 2
+    assert rec['effective_params']['arch'] == 'compact_cnn' and rec['effective_params']['max_epochs'] == 2
     assert 0 <= met['test_acc'] <= 1 and met['epochs'] == 2 and met['registered'] == 'smoke:v1'
     assert {'samples.png', 'curves.png', 'test_confusion.png', 'test_reliability.png', 'test_mistakes.png'} <= {f.name for f in (d / 'figures').iterdir()}
     assert (d / 'train.ipynb').exists() and not errors_in(d / 'train.ipynb')
