@@ -8,13 +8,13 @@ Docs: https://facemood.github.io/facemood/data.html.md"""
 __all__ = ['FER2013_CLASSES', 'SPLITS', 'MAX_PIXELS', 'FER2013_USAGE', 'SKIP_HINT', 'IMAGE_EXTS', 'SPLIT_FOLDERS',
            'CLASS_ALIASES', 'SYNTH_N', 'SOURCES', 'PREPROCESS_VERSION', 'CACHE_KEYS', 'KAGGLE_DATASETS',
            'EXPECTED_CLASSES', 'DataError', 'DatasetNotFound', 'BadImage', 'KaggleUnavailable', 'read_image',
-           'preprocess_face', 'to_model_input', 'is_plain', 'preprocess_file', 'FaceData', 'stratified_split',
-           'parse_pixel_rows', 'read_fer_csv', 'canonical_class', 'FolderTree', 'scan_tree', 'decode_files',
-           'read_folder_tree', 'read_synthetic', 'Source', 'register_source', 'fer2013_source',
+           'preprocess_face', 'to_model_input', 'is_plain', 'decode_gray', 'preprocess_file', 'FaceData',
+           'stratified_split', 'parse_pixel_rows', 'read_fer_csv', 'canonical_class', 'FolderTree', 'scan_tree',
+           'decode_files', 'read_folder_tree', 'read_synthetic', 'Source', 'register_source', 'fer2013_source',
            'human_face_emotions_source', 'synthetic_source', 'resolve_source', 'find_duplicates', 'source_fingerprint',
            'cache_path', 'save_cache', 'load_cache', 'load_source', 'build_cache', 'cache_info', 'format_info',
            'show_images', 'show_samples', 'kaggle_api', 'verify_dataset', 'download', 'BatchAugment',
-           'IndexBatchSampler', 'TensorBatches', 'FaceDataModule']
+           'IndexBatchSampler', 'TensorBatches', 'FaceDataModule', 'image_stats']
 
 # %% ../nbs/01_data.ipynb #2acb0cb7
 import contextlib
@@ -191,25 +191,27 @@ def is_plain(data:bytes) -> bool:
     except (struct.error, IndexError): pass
     return False
 
-def _gray_bytes(data:bytes, name:str) -> np.ndarray:
-    "Image bytes -> full-size 2-D uint8 luma; OpenCV for plain files, PIL otherwise."
+def decode_gray(data:bytes, # the image file's bytes
+                name:str='upload', # how errors call the image
+               ) -> np.ndarray:
+    "Image bytes -> full-size 2-D uint8 luma (OpenCV for plain JPEG/PNG, PIL otherwise); `BadImage` says what is wrong."
+    if not data: raise BadImage(f"{name}: empty file (0 bytes)")
+    g = None
     if is_plain(data):
         a = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-        if a is not None and a.ndim == 2: return a
-        if a is not None and a.ndim == 3 and a.shape[2] == 3:  # BGR; PIL computes the luma, as for every other file
-            return np.asarray(Image.frombuffer('RGB', a.shape[1::-1], np.ascontiguousarray(a), 'raw', 'BGR', 0, 1).convert('L'))
-    return _pil_gray(read_image(data, name))
+        if a is not None and a.ndim == 2: g = a
+        elif a is not None and a.ndim == 3 and a.shape[2] == 3:  # BGR; PIL computes the luma, as for every other file
+            g = np.asarray(Image.frombuffer('RGB', a.shape[1::-1], np.ascontiguousarray(a), 'raw', 'BGR', 0, 1).convert('L'))
+    if g is None: g = _pil_gray(read_image(data, name))
+    if g.size == 0: raise BadImage(f"{name}: image has no pixels")
+    return g
 
 def preprocess_file(path:str|Path, # an image file
                     size:int=48, # side of the square output, pixels
                    ) -> np.ndarray:
     "Read and preprocess one image file (fast path for plain JPEG/PNG); `BadImage` names the file."
     name = str(path)
-    data = _read_bytes(path, name)
-    if not data: raise BadImage(f"{name}: empty file (0 bytes)")
-    g = _gray_bytes(data, name)
-    if g.size == 0: raise BadImage(f"{name}: image has no pixels")
-    return _square_resize(g, size)
+    return _square_resize(decode_gray(_read_bytes(path, name), name), size)
 
 # %% ../nbs/01_data.ipynb #0d83986b
 @dataclass
@@ -1200,3 +1202,15 @@ class FaceDataModule(pl.LightningDataModule):
     def load_state_dict(self, state:dict):
         for d, s in state.get('augment_rng', {}).items():
             if (g := self.augment._generator(torch.device(d))) is not None: g.set_state(s)
+
+# %% ../nbs/01_data.ipynb #bbd07dc0
+def image_stats(images:np.ndarray, # uint8 (N,H,W)
+                face_size:np.ndarray|None=None, # per image, fraction of the image side; None: unknown (NaN)
+               ) -> dict:
+    "Brightness, contrast, sharpness (variance of the Laplacian) and face size of each image."
+    x = np.asarray(images, np.float32)
+    if x.ndim != 3: raise DataError(f"images must be a (N,H,W) array of grayscale faces, got shape {x.shape}")
+    p = np.pad(x, ((0, 0), (1, 1), (1, 1)), mode='reflect')  # = cv2.BORDER_REFLECT_101
+    lap = p[:, :-2, 1:-1] + p[:, 2:, 1:-1] + p[:, 1:-1, :-2] + p[:, 1:-1, 2:] - 4*x
+    fs = np.full(len(x), np.nan) if face_size is None else np.asarray(face_size, float)
+    return dict(brightness=x.mean((1, 2))/255, contrast=x.std((1, 2))/255, sharpness=lap.var((1, 2)), face_size=fs)

@@ -7,10 +7,10 @@ Docs: https://facemood.github.io/facemood/drift.html.md"""
 # %% auto #0
 __all__ = ['CORRUPTIONS', 'SCALAR_FEATURES', 'DriftError', 'EmptyWindow', 'ClassMismatch', 'ReferenceUnavailable',
            'register_corruption', 'darken', 'flatten_contrast', 'gaussian_blur', 'gaussian_noise', 'occlude', 'rotate',
-           'jpeg', 'corrupt', 'image_stats', 'model_features', 'population_features', 'subset', 'kolmogorov_sf',
-           'ks_test', 'gammaincc', 'chi2_sf', 'chi2_test', 'mmd_test', 'holm', 'drift_report', 'format_tests',
-           'detector_quality', 'robustness_curve', 'plot_robustness', 'format_robustness', 'reference_data',
-           'current_from_log', 'current_from_folder', 'simulate_current', 'html_report', 'latest_drift_report']
+           'jpeg', 'corrupt', 'model_features', 'population_features', 'subset', 'kolmogorov_sf', 'ks_test',
+           'gammaincc', 'chi2_sf', 'chi2_test', 'mmd_test', 'holm', 'drift_report', 'format_tests', 'detector_quality',
+           'robustness_curve', 'plot_robustness', 'format_robustness', 'reference_data', 'current_from_log',
+           'current_from_folder', 'simulate_current', 'html_report', 'latest_drift_report']
 
 # %% ../nbs/08_drift.ipynb #f97acc99
 import base64
@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 # %% ../nbs/08_drift.ipynb #9c86e0b2
-from .data import FaceData, IMAGE_EXTS, build_cache, load_cache, preprocess_file, to_model_input
+from .data import FaceData, IMAGE_EXTS, build_cache, image_stats, load_cache, preprocess_file, to_model_input
 from .settings import FacemoodError, get_settings
 
 # %% ../nbs/08_drift.ipynb #c5f40193
@@ -117,16 +117,6 @@ def corrupt(images:np.ndarray, # uint8 (N,H,W)
 # %% ../nbs/08_drift.ipynb #a4733773
 SCALAR_FEATURES = ('brightness', 'contrast', 'sharpness', 'face_size', 'confidence')
 
-def image_stats(images:np.ndarray, # uint8 (N,H,W)
-                face_size:np.ndarray|None=None, # per image, fraction of the image side; None: unknown (NaN)
-               ) -> dict:
-    "Brightness, contrast, sharpness (variance of the Laplacian, cv2's 3x3 kernel) and face size per image."
-    x = np.asarray(images, np.float32)
-    if x.ndim != 3: raise DriftError(f"images must be a (N,H,W) array of grayscale faces, got shape {x.shape}")
-    p = np.pad(x, ((0, 0), (1, 1), (1, 1)), mode='reflect')  # = cv2.BORDER_REFLECT_101
-    lap = p[:, :-2, 1:-1] + p[:, 2:, 1:-1] + p[:, 1:-1, :-2] + p[:, 1:-1, 2:] - 4*x
-    fs = np.full(len(x), np.nan) if face_size is None else np.asarray(face_size, float)
-    return dict(brightness=x.mean((1, 2))/255, contrast=x.std((1, 2))/255, sharpness=lap.var((1, 2)), face_size=fs)
 
 # %% ../nbs/08_drift.ipynb #905fe1de
 @torch.no_grad()

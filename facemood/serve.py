@@ -6,10 +6,10 @@ Docs: https://facemood.github.io/facemood/serve.html.md"""
 
 # %% auto #0
 __all__ = ['LOG_OFF', 'log', 'LATENCY_BUCKETS', 'ERROR_RESPONSES', 'STATIC_DIR', 'API_PATHS', 'LOCUSTFILE', 'default_log_url',
-           'serve_settings', 'decode_gray', 'FaceDetector', 'square_box', 'sample_face', 'FaceCrops', 'find_faces',
-           'parse_model_spec', 'default_model', 'softmax', 'Predictor', 'face_stats', 'log_engine', 'PredictionLog',
-           'decode_crop', 'read_prediction_log', 'count_prediction_log', 'ServiceMetrics', 'Box', 'Face', 'Timings',
-           'Prediction', 'ImageResult', 'BatchPrediction', 'Health', 'ErrorResponse', 'UploadTooLarge', 'error_json',
+           'serve_settings', 'FaceDetector', 'square_box', 'sample_face', 'FaceCrops', 'find_faces', 'parse_model_spec',
+           'default_model', 'softmax', 'Predictor', 'face_stats', 'log_engine', 'PredictionLog', 'decode_crop',
+           'read_prediction_log', 'count_prediction_log', 'ServiceMetrics', 'Box', 'Face', 'Timings', 'Prediction',
+           'ImageResult', 'BatchPrediction', 'Health', 'ErrorResponse', 'UploadTooLarge', 'error_json',
            'ObserveRequests', 'Service', 'create_app', 'resolve_model', 'app_from_env', 'run_server', 'free_port',
            'BackgroundServer', 'serve_in_background', 'benchmark_service']
 
@@ -48,8 +48,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 # %% ../nbs/07_serve.ipynb #0af75ba9
-from . import data as fmdata
-from .data import BadImage, preprocess_face, read_image, to_model_input
+from .data import BadImage, decode_gray, image_stats, preprocess_face, to_model_input
 from .registry import ModelNotFound, Registry
 from .settings import FacemoodError, SettingsError, get_settings
 
@@ -76,17 +75,6 @@ def serve_settings(env:dict|None=None, # environment to read (default: `os.envir
     return dict(prediction_log=None if log.lower() in LOG_OFF else (log or default_log_url()),
                 log_retention_days=_number(s, 'log_retention_days', 30.0),
                 max_upload_mb=_number(s, 'max_upload_mb', 10.0, minimum=0.001))
-
-# %% ../nbs/07_serve.ipynb #5cb78fbe
-def decode_gray(data:bytes, # the file's bytes
-                name:str='upload', # how to call the image in errors
-               ) -> np.ndarray:
-    "Image bytes -> full-size grayscale uint8 (H,W), as the data layer decodes training files; `BadImage` says what is wrong."
-    if not data: raise BadImage(f"{name}: empty file (0 bytes)")
-    if hasattr(fmdata, '_gray_bytes'): g = fmdata._gray_bytes(data, name)
-    else: g = fmdata._pil_gray(read_image(data, name))
-    if g.size == 0: raise BadImage(f"{name}: image has no pixels")
-    return g
 
 # %% ../nbs/07_serve.ipynb #8e94da97
 class FaceDetector:
@@ -255,10 +243,9 @@ def _log_table(md:sa.MetaData) -> sa.Table:
 
 def face_stats(face:np.ndarray, # uint8 (H,W)
               ) -> dict:
-    "Brightness and contrast (mean and std of pixels, 0..1) and sharpness (variance of the Laplacian)."
-    f = face.astype(np.float32)
-    return dict(brightness=float(f.mean()/255), contrast=float(f.std()/255),
-                sharpness=float(cv2.Laplacian(face, cv2.CV_32F).var()))
+    "Brightness, contrast and sharpness of one face, as `facemood.data.image_stats` defines them for drift analysis."
+    s = image_stats(face[None])
+    return {k: float(s[k][0]) for k in ('brightness', 'contrast', 'sharpness')}
 
 def log_engine(url:str, create:bool=True) -> sa.Engine:
     "A SQLAlchemy engine for the prediction log; SQLite files get WAL mode and a busy timeout."
