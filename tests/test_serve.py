@@ -1,5 +1,6 @@
 """The service as clients see it: a real uvicorn on 127.0.0.1, real HTTP, the prediction log on disk."""
 import json
+import time
 import threading
 
 import httpx
@@ -158,7 +159,10 @@ def test_batch_infers_all_faces(client, torch_model):
 
 def test_metrics(client):
     post(client, CROP, 'c.png')
-    text = client.get('/metrics')
+    for _ in range(100):  # the log writer counts its rows when its batch is written, off the request path
+        text = client.get('/metrics')
+        if 'facemood_prediction_log_rows_total{outcome="written"}' in text.text: break
+        time.sleep(0.1)
     assert text.headers['content-type'].startswith('text/plain')
     t = text.text
     for family in ('facemood_requests_total{endpoint="/predict",method="POST",status="200"}',
