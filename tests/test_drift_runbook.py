@@ -109,3 +109,27 @@ def test_synthetic_shift_then_log(trained, tmp_path):
     p = facemood('run', 'drift', *DRIFT, env=site)
     assert p.returncode == 2 and 'Traceback' not in p.stderr
     assert 'ReferenceUnavailable' in p.stderr and 'cannot be rebuilt' in p.stderr
+
+
+def test_drift_on_what_the_service_logged(trained, tmp_path):
+    "The whole loop: the real service logs its predictions, then the drift runbook reads that log."
+    import cv2
+    import httpx
+
+    from facemood.serve import count_prediction_log, serve_in_background
+    from facemood.synth import render_faces
+    site = trained
+    url = f"sqlite:///{tmp_path / 'served.sqlite'}"
+    faces, _ = render_faces(160, seed=11)
+    with serve_in_background('smoke', registry=site['FACEMOOD_REGISTRY_DIR'], log_url=url, env=site) as srv:
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
+            for f in faces:
+                r = c.post('/predict', params={'detect': 'false'}, files={'file': ('face.png', cv2.imencode('.png', f)[1].tobytes())})
+                assert r.status_code == 200, r.text
+    assert count_prediction_log(url) == 160, 'one row per prediction, flushed at shutdown'
+    p = facemood('run', 'drift', *DRIFT, '-p', 'current', 'log', '-p', 'log_url', url, '-p', 'robustness', 'false', env=site)
+    assert p.returncode == 0, p.stderr[-3000:]
+    [rj] = drift_runs(site)
+    met = json.loads((rj.parent / 'metrics.json').read_text())
+    assert 0 < met['n_current'] <= 160 and met['verdict'] in ('drift', 'no drift') and 'p_mmd_embedding' in met
+    assert (rj.parent / 'report.html').exists()
