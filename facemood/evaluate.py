@@ -14,7 +14,9 @@ import torch
 import torch.nn.functional as F
 
 # %% ../nbs/05_evaluate.ipynb #5dbe9b3f
-from .data import to_model_input
+from pathlib import Path
+
+from .data import SPLITS, to_model_input
 
 # %% ../nbs/05_evaluate.ipynb #2c0057c5
 def ten_crops(x:torch.Tensor, # float (B,C,H,W)
@@ -133,8 +135,6 @@ def evaluate(model:torch.nn.Module, data, # a `FaceData`
              prefix:str|None=None, # metric name prefix; default `<split>_`
             ) -> tuple:
     "Metrics (dict) and probabilities of `model` on one split of `data`."
-    from pathlib import Path
-    from facemood.data import SPLITS
     sel = data.split == SPLITS.index(split)
     images, y = data.images[sel], data.labels[sel]
     probs = predict_probs(model, images, mean, std, tta=tta, device=device)
