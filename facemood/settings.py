@@ -6,20 +6,20 @@ Docs: https://facemood.github.io/facemood/settings.html.md"""
 
 # %% auto #0
 __all__ = ['SETTINGS_FILE', 'SETTINGS_SECTION', 'HOME_DIR', 'PATH_KEYS', 'DEFAULTS', 'WANDB_MODES', 'find_settings_file',
-           'FacemoodError', 'SettingsError', 'Settings', 'get_settings', 'ParamsError', 'read_params_file',
-           'parse_override', 'load_params']
+           'FacemoodError', 'SettingsError', 'Settings', 'get_settings', 'ParamsError', 'read_yaml', 'read_params_file',
+           'parse_value', 'parse_overrides', 'load_params']
 
-# %% ../nbs/00_settings.ipynb #bc0865ca
+# %% ../nbs/00_settings.ipynb #6604227b
 import configparser
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# %% ../nbs/00_settings.ipynb #29ba7d25
+# %% ../nbs/00_settings.ipynb #d431d38d
 SETTINGS_FILE = 'settings.ini'
 SETTINGS_SECTION = 'facemood'
 HOME_DIR = Path('~/.facemood').expanduser()
-PATH_KEYS = ('data_dir', 'outputs_dir', 'registry_dir')
+PATH_KEYS = ('data_dir', 'outputs_dir', 'registry_dir')  # relative paths are taken from the settings file's folder
 DEFAULTS = dict(
     data_dir=str(HOME_DIR/'data'),        # datasets and preprocessed caches
     outputs_dir=str(HOME_DIR/'outputs'),  # one folder per run: outputs/<runbook>/<run-id>/
@@ -31,10 +31,11 @@ DEFAULTS = dict(
     prediction_log='',                    # the service's SQL URL; '' : sqlite <outputs_dir>/predictions.sqlite; off: none
     log_retention_days='30',              # prediction log rows older than this are deleted; 0 keeps all
     max_upload_mb='10',                   # largest upload the service accepts
+    face_detector='haar',                 # haar (OpenCV's bundled cascade), or the path of OpenCV's YuNet ONNX file
 )
 WANDB_MODES = ('offline', 'online', 'disabled')
 
-# %% ../nbs/00_settings.ipynb #cc9d159e
+# %% ../nbs/00_settings.ipynb #8192198a
 def find_settings_file(start:str|Path|None=None, # folder to search from (default: the working directory)
                       ) -> Path|None:
     "The nearest `settings.ini` with a `[facemood]` section at or above `start`, or `None`."
@@ -47,7 +48,7 @@ def find_settings_file(start:str|Path|None=None, # folder to search from (defaul
             if cp.has_section(SETTINGS_SECTION): return f
     return None
 
-# %% ../nbs/00_settings.ipynb #70f177cb
+# %% ../nbs/00_settings.ipynb #2b758107
 class FacemoodError(Exception):
     "An error a user can act on: the command line prints its message, without a traceback."
 
@@ -71,7 +72,7 @@ class Settings:
 
     def as_dict(self) -> dict: return {k: str(getattr(self, k)) for k in self.values}
 
-# %% ../nbs/00_settings.ipynb #e65ba9df
+# %% ../nbs/00_settings.ipynb #febcc99d
 def _resolve(key, value, base:Path|None):
     if key in PATH_KEYS and value and not _is_url(value):
         p = Path(value).expanduser()
@@ -99,39 +100,74 @@ def get_settings(start:str|Path|None=None, # folder to search for settings.ini f
         raise SettingsError(f"wandb_mode is {s.values['wandb_mode']!r} (from {s.origins['wandb_mode']}); use one of {', '.join(WANDB_MODES)}")
     return s
 
-# %% ../nbs/00_settings.ipynb #9adf7d45
+# %% ../nbs/00_settings.ipynb #d742397a
+import ast
 import datetime
+import re
 
 import yaml
 
-# %% ../nbs/00_settings.ipynb #fdda94e2
+# %% ../nbs/00_settings.ipynb #ec9c563b
 class ParamsError(FacemoodError, ValueError):
     "A parameter file or override facemood cannot use."
+
+class _Loader(yaml.SafeLoader):
+    "PyYAML's safe loader, with YAML 1.2 floats: `1e-3` and `1E+5` are numbers, not strings."
+
+_Loader.add_implicit_resolver('tag:yaml.org,2002:float', re.compile(r'^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$'),
+                              list('-+0123456789.'))
+
+def read_yaml(text:str, where:str='YAML') -> object:
+    "Parse YAML `text` with exponent floats; `ParamsError` names `where` when it is not valid."
+    try: return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as e: raise ParamsError(f"{where}: not valid YAML: {e}") from None
+
+def _check_names(d:dict, where:str) -> dict:
+    if not isinstance(d, dict): raise ParamsError(f"{where}: expected a mapping of parameter names to values, got {type(d).__name__}")
+    bad = [k for k in d if not str(k).isidentifier()]
+    if bad: raise ParamsError(f"{where}: {', '.join(map(repr, bad))} cannot be a parameter name (one per runbook variable)")
+    return d
 
 def read_params_file(path:str|Path) -> dict:
     "The flat mapping of parameters in YAML file `path`."
     path = Path(path)
     if not path.is_file(): raise ParamsError(f"{path}: no such parameter file")
-    try: d = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e: raise ParamsError(f"{path}: not valid YAML: {e}") from None
-    if not isinstance(d, dict): raise ParamsError(f"{path}: expected a mapping of parameter names to values, got {type(d).__name__}")
-    bad = [k for k in d if not str(k).isidentifier()]
-    if bad: raise ParamsError(f"{path}: {', '.join(map(repr, bad))} cannot be a parameter name (one per runbook variable)")
-    return d
+    return _check_names(read_yaml(path.read_text(), str(path)) or {}, str(path))
 
-def parse_override(key:str, value:str) -> tuple:
-    "A `-p key value` override, its value read as YAML."
-    if not key.isidentifier(): raise ParamsError(f"-p {key} {value}: {key!r} is not a parameter name")
-    try: return key, yaml.safe_load(value)
-    except yaml.YAMLError: return key, value
+# %% ../nbs/00_settings.ipynb #226096d7
+def parse_value(text:str) -> object:
+    "A `-p` value as papermill types it: true/false/none in any case, an int, a float, a Python literal, else the string."
+    t = text.strip()
+    if t.lower() in ('true', 'false'): return t.lower() == 'true'
+    if t.lower() == 'none': return None
+    for kind in (int, float):
+        try: return kind(t)
+        except ValueError: pass
+    if t[:1] in '[({':
+        try: return ast.literal_eval(t)
+        except (ValueError, SyntaxError): pass
+    return text
+
+def parse_overrides(params:list=(), # `-p KEY VALUE` pairs: typed by `parse_value`
+                    raw:list=(), # `-r KEY VALUE` pairs: kept as strings
+                    yaml_text:list=(), # `-y 'KEY: VALUE ...'` YAML mappings
+                   ) -> dict:
+    "Command-line overrides, as papermill reads `-p`, `-r` and `-y`, in that order."
+    out = {}
+    for src, pairs, conv in (('-p', params, parse_value), ('-r', raw, str)):
+        for k, v in pairs:
+            if not str(k).isidentifier(): raise ParamsError(f"{src} {k} {v}: {k!r} is not a parameter name")
+            out[k] = conv(v)
+    for y in yaml_text: out.update(_check_names(read_yaml(y, f"-y {y!r}") or {}, f"-y {y!r}"))
+    return out
 
 def load_params(files:list=(), # YAML files, later ones overriding earlier ones
-                overrides:list|dict=(), # (key, value) pairs or a dict, applied last
+                overrides:dict|None=None, # applied last (see `parse_overrides`)
                ) -> dict:
     "Layer parameter `files` in order, then `overrides`."
     params = {}
     for f in files: params.update(read_params_file(f))
-    params.update(dict(overrides))
+    params.update(overrides or {})
     return {k: _plain(v) for k, v in params.items()}
 
 def _plain(v):

@@ -8,7 +8,7 @@ Docs: https://facemood.github.io/facemood/synth.html.md"""
 __all__ = ['SYNTH_CLASSES', 'AU_NAMES', 'AU_PROFILES', 'AUS', 'GENERATOR_VERSION', 'SHIFTS', 'SynthError', 'SynthConfig',
            'shifted_config', 'sample_faces', 'draw_faces', 'render_faces']
 
-# %% ../nbs/02_synth.ipynb #0a7d25a4
+# %% ../nbs/02_synth.ipynb #ae0bef0f
 import numbers
 from dataclasses import asdict, dataclass, fields
 
@@ -17,7 +17,7 @@ import numpy as np
 
 from .settings import FacemoodError
 
-# %% ../nbs/02_synth.ipynb #6ef12601
+# %% ../nbs/02_synth.ipynb #e32b610a
 SYNTH_CLASSES = ('angry', 'disgust', 'fear', 'happy', 'sad', 'surprise', 'neutral')  # FER2013 order: index = label
 AU_NAMES = {1: 'inner brow raiser', 2: 'outer brow raiser', 4: 'brow lowerer', 5: 'upper lid raiser',
             6: 'cheek raiser', 7: 'lid tightener', 9: 'nose wrinkler', 12: 'lip corner puller',
@@ -28,7 +28,7 @@ AU_PROFILES = {'angry': (4, 5, 7, 23), 'disgust': (9, 15, 16), 'fear': (1, 2, 4,
 AUS = tuple(AU_NAMES)  # column order of AU intensity arrays
 GENERATOR_VERSION = '1'  # bump whenever the pictures for a given seed and config change (caches fingerprint it)
 
-# %% ../nbs/02_synth.ipynb #33c9d30f
+# %% ../nbs/02_synth.ipynb #64ea3b4c
 class SynthError(FacemoodError, ValueError):
     "An argument of the synthetic face generator is out of range."
 
@@ -81,7 +81,7 @@ def _range(config, name) -> tuple:
         raise SynthError(f"SynthConfig.{name} must be a number or a (low, high) pair with {lo} <= low <= high <= {hi}; got {v!r}")
     return r
 
-# %% ../nbs/02_synth.ipynb #9e8ef9cb
+# %% ../nbs/02_synth.ipynb #7e6adc01
 SHIFTS = dict(
     darker=dict(skin=(35., 130.), background=(5., 120.), brightness=(-0.15, -0.05)),
     blurrier=dict(blur=(1.2, 2.2), noise=(4., 12.)),
@@ -99,7 +99,7 @@ def shifted_config(*kinds:str,                  # names in `SHIFTS`, applied in 
         kw.update(SHIFTS[k])
     return SynthConfig(**kw)
 
-# %% ../nbs/02_synth.ipynb #49fac06e
+# %% ../nbs/02_synth.ipynb #fdaa48c9
 _PROFILE_MASK = np.array([[a in AU_PROFILES[c] for a in AUS] for c in SYNTH_CLASSES])
 
 def sample_faces(n:int,                      # number of faces
@@ -127,7 +127,7 @@ def sample_faces(n:int,                      # number of faces
     f['occluder_shape'] = rng.random((n, 6))
     return f
 
-# %% ../nbs/02_synth.ipynb #1dd3b6c8
+# %% ../nbs/02_synth.ipynb #af82a38b
 def _pts(u, v): return np.stack(np.broadcast_arrays(u, v), -1)
 def _col(x): return np.asarray(x, np.float64)[..., None]
 
@@ -146,7 +146,7 @@ def _proportions(identity):
     p['brow_v'] = p['eye_v'] - 0.26 + I(4, 0.025)
     return p
 
-# %% ../nbs/02_synth.ipynb #788c8c6e
+# %% ../nbs/02_synth.ipynb #dab7c1d3
 def _frame_shapes(a, p, n):
     "Head, ears, neck, shoulders and hair, in face coordinates."
     asp, chin = p['aspect'], p['aspect'] * (1 + 0.10 * a[26])
@@ -166,7 +166,7 @@ def _frame_shapes(a, p, n):
     s['hair_back'] = np.concatenate([back, sides], 1)[:, None]
     return s
 
-# %% ../nbs/02_synth.ipynb #8ce2f27a
+# %% ../nbs/02_synth.ipynb #915efd76
 def _eye_shapes(a, p):
     "Brows, eyes, lids, crow's feet, furrows and forehead lines, in face coordinates."
     s = {k: [] for k in ('brows', 'eyes', 'irises', 'lids', 'lower_lids', 'bags', 'crows')}
@@ -202,7 +202,7 @@ def _eye_shapes(a, p):
                               for d in (0.0, -0.09)], 1)
     return s
 
-# %% ../nbs/02_synth.ipynb #e30031f6
+# %% ../nbs/02_synth.ipynb #47f6c17d
 def _nose_shapes(a, p, corner_v, mouth_w):
     "Nostrils, nose wrinkles, cheek lines and nasolabial folds, in face coordinates."
     nv, nw = p['nose_v'] - 0.04 * a[9], p['nose_w']
@@ -217,7 +217,7 @@ def _nose_shapes(a, p, corner_v, mouth_w):
                            for side in (-1, 1)], 1)
     return s
 
-# %% ../nbs/02_synth.ipynb #610c4054
+# %% ../nbs/02_synth.ipynb #4cd81d5f
 def _mouth_shapes(a, p):
     "Lips, opening, teeth and lip line, in face coordinates; also the corner height and half-width."
     mw = p['mouth_w'] * (1 + 0.30 * a[12] + 0.38 * a[20] - 0.30 * a[23] - 0.20 * a[26] * (1 - a[20]))
@@ -239,7 +239,7 @@ def _mouth_shapes(a, p):
              lipline=_pts(mu, top))
     return {k: v[:, None] for k, v in s.items()}, corner, mw
 
-# %% ../nbs/02_synth.ipynb #cbec47b9
+# %% ../nbs/02_synth.ipynb #09b0e099
 def _occluder_shapes(f, p):
     "Sunglasses, hand and bar, in face coordinates (only the face's own occluder is drawn)."
     o = f['occluder_shape']
@@ -251,7 +251,7 @@ def _occluder_shapes(f, p):
     s['bar'] = np.stack([centre + sl * 2.0 * d + sw * width[:, None] * nrm for sl, sw in ((-1, -1), (1, -1), (1, 1), (-1, 1))], 1)[:, None]
     return s
 
-# %% ../nbs/02_synth.ipynb #6eaec114
+# %% ../nbs/02_synth.ipynb #c3c2e8da
 _FRAME = ('head', 'ears', 'neck', 'shoulders', 'hair', 'hair_back', 'hand', 'bar')  # not yaw-mapped
 _PROTRUDING = ('nostrils', 'wrinkles')
 
@@ -276,7 +276,7 @@ def _geometry(f, canvas:int) -> dict:
         out[k] = np.round(np.stack([cs * u - sn * v + ox, sn * u + cs * v + oy], -1) * 16).astype(np.int32)
     return out
 
-# %% ../nbs/02_synth.ipynb #541d8b0c
+# %% ../nbs/02_synth.ipynb #8d8ad7fc
 _LAYERS = (  # (shape, filled, line thickness in pixels of a 96-pixel canvas)
     ('shoulders', 1, 0), ('neck', 1, 0), ('ears', 1, 0), ('hair_back', 1, 0), ('head', 1, 0), ('forehead', 0, 1),
     ('hair', 1, 0), ('cheeks', 0, 1), ('furrows', 0, 1), ('wrinkles', 0, 1), ('bags', 0, 1), ('crows', 0, 1),
@@ -303,7 +303,7 @@ def _visible(f) -> dict:
     return dict(hair=f['hair'] > 0, hair_back=f['hair'] == 2, glasses=f['occluder'] == 1, hand=f['occluder'] == 2,
                 bar=f['occluder'] == 3)
 
-# %% ../nbs/02_synth.ipynb #db79fe59
+# %% ../nbs/02_synth.ipynb #8448e7d1
 def draw_faces(faces:dict,                  # rows from `sample_faces`
                size:int=48,                 # output side in pixels
                rng:np.random.Generator|int=0,  # random generator (or seed) for the sensor noise
@@ -338,7 +338,7 @@ def _camera(canvas, f, size, rng):
     x += rng.standard_normal(x.shape, dtype=np.float32) * col('noise')
     return np.rint(np.clip(x, 0, 255)).astype(np.uint8)
 
-# %% ../nbs/02_synth.ipynb #6b723740
+# %% ../nbs/02_synth.ipynb #291d1efb
 _CHUNK = 1024
 
 def _check_int(name, v, lo, hi=None):

@@ -15,19 +15,8 @@ MAX_UPLOAD_MB = 2
 
 def make_registry(root: Path, name: str = 'demo', seed: int = 0) -> Path:
     "A registry under `root` with one untrained seed_cnn, exported and registered like a trained model."
-    import torch
-
-    from facemood.model import create_model
-    from facemood.registry import Registry, export_onnx, make_card, save_weights
-    torch.manual_seed(seed)
-    net = create_model('seed_cnn', num_classes=len(CLASSES)).eval()
-    files = root / 'files'
-    files.mkdir(parents=True, exist_ok=True)
-    export_onnx(net, files / 'model.onnx')
-    save_weights(net, files / 'model.safetensors')
-    reg = Registry(root / 'registry')
-    reg.register(name, {'model.onnx': files / 'model.onnx', 'model.safetensors': files / 'model.safetensors'},
-                 make_card('seed_cnn', CLASSES, 48, 0.5, 0.5))
+    from facemood.export import demo_model
+    demo_model(root / 'registry', name, seed=seed, classes=tuple(CLASSES))
     return root / 'registry'
 
 
@@ -46,7 +35,7 @@ def registry_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope='session')
 def server(registry_dir, tmp_path_factory):
     "A real server (uvicorn, one worker) on 127.0.0.1 for the whole session; `.url`, `.log_url`."
-    from facemood.serve import serve_in_background
+    from facemood.app import serve_in_background
     tmp = tmp_path_factory.mktemp('serve-site')
     log_url = f"sqlite:///{tmp / 'predictions.sqlite'}"
     with serve_in_background(registry=registry_dir, log_url=log_url, env=server_env(tmp, registry_dir)) as srv:

@@ -7,7 +7,7 @@ import textwrap
 SCRIPT = textwrap.dedent('''
     import json, sys
     import pytorch_lightning as pl
-    from facemood.data import FaceDataModule
+    from facemood.datamodule import FaceDataModule
     from facemood.model import FERModule
     from facemood.train import build_trainer
     run_dir = sys.argv[1]

@@ -34,7 +34,7 @@ def errors_in(notebook):
 
 def write_log(url, n, t0, seed=0, brightness=1.0, model='smoke'):
     "`n` prediction rows, one second apart from `t0`, written by the service's own log writer."
-    from facemood.serve import PredictionLog
+    from facemood.predlog import PredictionLog
     from facemood.synth import render_faces
     faces = np.clip(render_faces(n, seed=seed)[0] * brightness, 0, 255).astype(np.uint8)
     log = PredictionLog(url, retention_days=0).start()
@@ -91,7 +91,7 @@ def test_synthetic_shift_then_log(trained, tmp_path):
 
     # a log written by a model with other classes
     other = f"sqlite:///{tmp_path / 'other.sqlite'}"
-    from facemood.serve import PredictionLog
+    from facemood.predlog import PredictionLog
     log = PredictionLog(other, retention_days=0).start()
     from facemood.synth import render_faces
     log.write([dict(ts=t0 + i, model='smoke', model_version=1, prediction='cat', confidence=1.0, probs={'cat': 1.0, 'dog': 0.0}, face=f)
@@ -116,7 +116,8 @@ def test_drift_on_what_the_service_logged(trained, tmp_path):
     import cv2
     import httpx
 
-    from facemood.serve import count_prediction_log, serve_in_background
+    from facemood.app import serve_in_background
+    from facemood.predlog import count_prediction_log
     from facemood.synth import render_faces
     site = trained
     url = f"sqlite:///{tmp_path / 'served.sqlite'}"

@@ -89,8 +89,8 @@ def test_prepare_only(site):
 
 
 def test_sweep_runs_trials_and_resumes(site):
-    tiny = ['-f', 'params/sweep-quickstart.yaml', '-p', 'fixed', '{synthetic_n: 500, max_epochs: 1, batch_size: 64}',
-            '-p', 'space', '{lr: [0.001, 0.003]}', '-p', 'parallel', '2']
+    tiny = ['-f', 'params/sweep-quickstart.yaml', '-y', 'fixed: {synthetic_n: 500, max_epochs: 1, batch_size: 64}',
+            '-y', 'space: {lr: [0.001, 0.003]}', '-p', 'parallel', '2']
     p = facemood('run', 'sweep', *tiny, env=site)
     assert p.returncode == 0, p.stderr[-3000:]
     [rj] = run_dirs(site, 'sweep')

@@ -10,10 +10,12 @@ from PIL import Image
 from serve_fixtures import *  # noqa: F403  (fixtures: registry_dir, server)
 from serve_fixtures import CLASSES, MAX_UPLOAD_MB, encode, server_env, smooth_image
 
-from facemood.data import preprocess_face, read_image
+from facemood.app import serve_in_background
 from facemood.evaluate import predict_probs
-from facemood.registry import Registry, load_model
-from facemood.serve import decode_crop, read_prediction_log, sample_face, serve_in_background
+from facemood.export import load_model
+from facemood.images import preprocess_face, read_image, sample_face
+from facemood.predlog import decode_crop, read_prediction_log
+from facemood.registry import Registry
 
 CROP, PHOTO = sample_face('crop'), sample_face('photo')
 

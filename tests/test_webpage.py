@@ -9,7 +9,7 @@ import pytest
 from serve_fixtures import *  # noqa: F403  (fixtures: registry_dir, server)
 from serve_fixtures import CLASSES
 
-from facemood.serve import sample_face
+from facemood.images import sample_face
 
 webdriver = pytest.importorskip('selenium.webdriver')
 from selenium.webdriver.common.by import By  # noqa: E402
