@@ -6,7 +6,8 @@ Docs: https://facemood.github.io/facemood/cli.html.md"""
 
 # %% auto #0
 __all__ = ['QUICKSTART', 'cmd_settings', 'cmd_data_build', 'cmd_data_info', 'cmd_data_download', 'cmd_run', 'run_summary',
-           'cmd_runs', 'cmd_wandb_sweep', 'cmd_quickstart', 'cmd_serve', 'cmd_bench', 'make_parser', 'main']
+           'cmd_runs', 'cmd_wandb_trial', 'cmd_wandb_sweep', 'cmd_quickstart', 'cmd_serve', 'cmd_bench',
+           'cmd_bench_faces', 'cmd_predict', 'cmd_bench_train', 'make_parser', 'main']
 
 # %% ../nbs/14_cli.ipynb #0ef7b605
 import argparse
@@ -77,6 +78,11 @@ def cmd_runs(args):
     runs = list_runs()
     print(json.dumps(runs, indent=2, default=str) if args.json else format_runs(runs))
 
+def cmd_wandb_trial(args):
+    "Run one trial of a W&B sweep through `facemood run <runbook>` and report its metrics to the agent's W&B run."
+    from facemood.sweep import wandb_trial
+    wandb_trial(args.sweep_file, args.args_json_file)
+
 def cmd_wandb_sweep(args):
     "Create a W&B sweep from a sweep file, or run an agent for one on this machine."
     from facemood.sweep import read_sweep_file, wandb_agent, wandb_sweep_config
@@ -110,6 +116,27 @@ def cmd_bench(args):
     from facemood.bench import benchmark_service
     r = benchmark_service(model=args.model, seconds=args.seconds, users=args.users, workers=args.workers, out_dir=args.out)
     print(Path(r['report']).read_text())
+
+def cmd_bench_faces(args):
+    "Face detection on multi-face photos made from real portraits: faces found, false faces, latency per photo size."
+    from facemood.detect_bench import benchmark_detection
+    r = benchmark_detection(out_dir=args.out)
+    print(json.dumps(r, indent=2, default=str) if args.json else Path(r['report']).read_text())
+
+def cmd_predict(args):
+    "Emotions of every face in images, folders and videos, without a server: a CSV or JSON Lines file, annotated images, plots."
+    from facemood.predict import predict_paths
+    r = predict_paths(args.paths, model=args.model, out=args.out, every=args.every, annotate=args.annotate,
+                      detect=not args.no_detect, batch_size=args.batch_size)
+    print(r['summary'])
+
+# %% ../nbs/14_cli.ipynb #d7a7c86d
+def cmd_bench_train(args):
+    "Training throughput of one architecture on this machine: images/s, data share, peak memory."
+    from facemood.train_bench import benchmark_training, format_benchmark
+    r = benchmark_training(arch=args.arch, batch_size=args.batch_size, img_size=args.img_size, device=args.device,
+                           precision=args.precision, compile=args.compile, channels_last=args.channels_last, steps=args.steps)
+    print(json.dumps(r, indent=2) if args.json else format_benchmark(r))
 
 # %% ../nbs/14_cli.ipynb #e448d373
 def _add_source(p):
@@ -156,6 +183,10 @@ def _run_parsers(sub):
     p.add_argument('sweep_file', help="e.g. params/sweep-quickstart.yaml")
     p.add_argument('--count', type=int, help="agent only: trials to run on this machine (default: until the sweep ends)")
     p.set_defaults(func=cmd_wandb_sweep)
+    p = sub.add_parser('wandb-trial', help="one trial of a W&B sweep, as `wandb agent` starts it (see the generated sweep config)")
+    p.add_argument('sweep_file', help="the sweep file the W&B sweep was created from")
+    p.add_argument('args_json_file', help="the trial's parameters, a JSON file written by the agent (${args_json_file})")
+    p.set_defaults(func=cmd_wandb_trial)
     p = sub.add_parser('quickstart', help="the main job: train, evaluate and register a model on synthetic faces")
     p.set_defaults(func=cmd_quickstart)
 
@@ -173,6 +204,31 @@ def _serve_parsers(sub):
     p.add_argument('--workers', type=int, default=1, help="uvicorn worker processes")
     p.add_argument('--out', help="report folder (default: <outputs_dir>/bench/<time>)")
     p.set_defaults(func=cmd_bench)
+    what = p.add_subparsers(dest='bench_what', metavar='[train|faces]', help="other benchmarks (default: the service)")
+    t = what.add_parser('train', help="training throughput: images/s, share of time waiting for data, peak memory")
+    t.add_argument('--arch', default='compact_cnn', help="architecture (compact_cnn, vgg_fer, seed_cnn or a timm name)")
+    t.add_argument('--batch-size', type=int, default=128)
+    t.add_argument('--img-size', type=int, default=48)
+    t.add_argument('--device', default='auto', help="auto, cpu, cuda, cuda:N, mps")
+    t.add_argument('--precision', default='32-true', help="32-true, bf16-mixed, 16-mixed")
+    t.add_argument('--compile', action='store_true', help="torch.compile the network")
+    t.add_argument('--channels-last', action='store_true', help="channels-last memory format")
+    t.add_argument('--steps', type=int, default=50, help="timed training steps (after warm-up)")
+    t.add_argument('--json', action='store_true', help="as JSON (images_per_s, data_share, device, ...)")
+    t.set_defaults(func=cmd_bench_train)
+    f = what.add_parser('faces', help="face detection on multi-face photos: faces found, false faces, latency per size")
+    f.add_argument('--out', help="report folder (default: <outputs_dir>/bench/faces-<time>)")
+    f.add_argument('--json', action='store_true', help="as JSON")
+    f.set_defaults(func=cmd_bench_faces)
+    p = sub.add_parser('predict', help="emotions of the faces in images, folders and videos, without a server")
+    p.add_argument('paths', nargs='+', metavar='PATH', help="image files, folders (searched recursively) and videos")
+    p.add_argument('--model', help="NAME[:VERSION] in the registry (default: the only or newest)")
+    p.add_argument('--out', help="write one row per face to FILE.csv or FILE.jsonl")
+    p.add_argument('--every', type=int, default=1, metavar='K', help="videos: every k-th frame")
+    p.add_argument('--annotate', metavar='DIR', help="write annotated copies (boxes, labels) of images and video frames here")
+    p.add_argument('--no-detect', action='store_true', help="each image is one face crop (no detection)")
+    p.add_argument('--batch-size', type=int, default=64, help="faces per inference batch, across images")
+    p.set_defaults(func=cmd_predict)
 
 def make_parser() -> argparse.ArgumentParser:
     "The `facemood` argument parser."
@@ -198,3 +254,5 @@ def main(argv:list|None=None) -> int:
         print("facemood: interrupted", file=sys.stderr)
         return 130
     return 0
+
+if __name__ == '__main__': sys.exit(main())  # `python -m facemood.cli ...`, as W&B sweep agents run it

@@ -66,6 +66,7 @@ def save_weights(model:torch.nn.Module, path:str|Path) -> Path:
 def export_run(run_dir:str|Path, # the training run's folder
                model:torch.nn.Module, # the trained network
                card:dict, # its model card (`make_card`)
+               data=None, # the `FaceData` it was trained on (train and val splits), for the out-of-distribution statistics
               ) -> dict:
     "Write `model.onnx` (checked against torch), `model.safetensors` and `card.json` into `run_dir`; return the export check."
     run_dir = Path(run_dir)

@@ -73,4 +73,12 @@ class Predictor:
         if len(faces) == 0: return np.zeros((0, len(self.classes)))
         return softmax(self.outputs(faces)['logits'])
 
+    def predict(self, faces:np.ndarray) -> dict:
+        "What the service says of each face: `probs` (N,C), `embedding` (N,D), `ood_score` (N,) and `in_distribution` (N,) bool."
+        if len(faces) == 0:
+            return dict(probs=np.zeros((0, len(self.classes))), embedding=np.zeros((0, 0), np.float32), ood_score=np.zeros(0), in_distribution=np.zeros(0, bool))
+        out = self.outputs(faces)
+        n = len(faces)
+        return dict(probs=softmax(out['logits']), embedding=out['embedding'], ood_score=np.full(n, np.nan), in_distribution=np.ones(n, bool))
+
     def describe(self) -> dict: return dict(model=self.name, model_version=self.version, runtime=self.runtime, classes=self.classes)
