@@ -2,14 +2,15 @@
 #
 # Build (from the repository root):
 #   docker build -t facemood-serve .
+#   docker build --build-arg EXTRAS=serve,postgres,cloud -t facemood-serve .   # PostgreSQL log, gs:// and s3:// registries
 # Run, with the registry of this checkout mounted read-only and the prediction log in a volume:
 #   docker run --rm -p 8000:8000 -v "$PWD/registry:/registry:ro" -v facemood-data:/data facemood-serve
 #   open http://localhost:8000/  (API docs: /docs, metrics: /metrics)
 # Options go after the image name (they are `facemood serve` options):
 #   docker run ... facemood-serve --model fer2013:3 --workers 2
 # Settings are environment variables:
-#   -e FACEMOOD_REGISTRY_DIR=gs://bucket/models   (any fsspec URL whose filesystem is installed)
-#   -e FACEMOOD_PREDICTION_LOG=postgresql+psycopg://user:pass@db/facemood   (needs a driver: add psycopg[binary] below)
+#   -e FACEMOOD_REGISTRY_DIR=gs://bucket/models   (build with EXTRAS=serve,cloud for gs:// and s3://)
+#   -e FACEMOOD_PREDICTION_LOG=postgresql+psycopg://user:pass@db/facemood   (build with EXTRAS=serve,postgres)
 #   -e FACEMOOD_PREDICTION_LOG=off   -e FACEMOOD_LOG_RETENTION_DAYS=90   -e FACEMOOD_MAX_UPLOAD_MB=5
 # `docker stop` sends SIGTERM: uvicorn finishes the requests in flight and the prediction log is flushed.
 FROM python:3.11-slim
@@ -20,8 +21,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY facemood ./facemood
-# CPU wheels of torch: the service runs ONNX Runtime; torch is only its fallback for models without an ONNX file.
-RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu ".[serve]"
+# The serving extra: ONNX Runtime, FastAPI, OpenCV; no torch (a model registered without ONNX needs the train extra).
+# Expected image size: about 480 MB (python:3.11-slim, about 130 MB, plus the serving install, about 350 MB: see README).
+ARG EXTRAS=serve
+RUN pip install ".[${EXTRAS}]"
 
 RUN useradd --create-home --uid 1000 facemood && mkdir -p /registry /data && chown facemood /data
 USER facemood

@@ -52,7 +52,7 @@ def find_duplicates(images:np.ndarray, # uint8 (N,H,W)
         rep['conflicting_labels'] = int((lo[inv] != hi[inv]).sum())
     return rep, drop
 
-# %% ../nbs/03b_cache.ipynb #4d2af21f
+# %% ../nbs/03b_cache.ipynb #b2b73320
 PREPROCESS_VERSION = 1  # bump when preprocessing or a reader changes its output
 CACHE_KEYS = ('images', 'labels', 'split', 'classes', 'fingerprint', 'meta')
 
@@ -78,6 +78,7 @@ def source_fingerprint(src:Source, # a resolved source
         h.update(Path(synth.__file__).read_bytes())
     return h.hexdigest()
 
+# %% ../nbs/03b_cache.ipynb #f585ca57
 def cache_path(source:str|Path, # a source name or path
                size:int=48, # output side
                data_dir:str|Path|None=None, # default: settings
@@ -87,6 +88,7 @@ def cache_path(source:str|Path, # a source name or path
     data_dir = Path(data_dir) if data_dir else get_settings().data_dir
     return data_dir/'cache'/f"{resolve_source(source, data_dir, **kw).name}-{size}.npz"
 
+# %% ../nbs/03b_cache.ipynb #36884de6
 def save_cache(data:FaceData, path:str|Path) -> Path:
     "Write `data` to `path` atomically (`atomic_write`): plain arrays and JSON, no pickle."
     return atomic_write(path, lambda f: np.savez(f, images=data.images, labels=data.labels, split=data.split,
@@ -115,7 +117,7 @@ def _cache_fingerprint(path:Path) -> str|None:
         with np.load(path, allow_pickle=False) as z: return str(z['fingerprint'])
     except Exception: return None
 
-# %% ../nbs/03b_cache.ipynb #b2b73320
+# %% ../nbs/03b_cache.ipynb #4dc982d5
 def _read(src:Source, size:int, skip_bad:bool, progress, drop_duplicates:bool) -> FaceData:
     "Read a source, count its duplicates and optionally drop them."
     fd = src.read(size, skip_bad, progress)
@@ -140,6 +142,7 @@ def load_source(source:str|Path, # a name in SOURCES, or a path to a CSV or a cl
     fd.fingerprint = source_fingerprint(src, size, skip_bad=skip_bad, drop_duplicates=False)
     return fd
 
+# %% ../nbs/03b_cache.ipynb #29eb1f90
 def build_cache(source:str|Path, # a name in SOURCES, or a path to a CSV or a class-per-folder tree
                 size:int=48, # output side
                 drop_duplicates:bool=False, # drop copies in a later split of an image in an earlier one
@@ -163,7 +166,7 @@ def build_cache(source:str|Path, # a name in SOURCES, or a path to a CSV or a cl
                             seconds=round(time.time() - t0, 2), built_at=time.strftime('%Y-%m-%dT%H:%M:%S%z'))
     return save_cache(fd, path)
 
-# %% ../nbs/03b_cache.ipynb #b2771952
+# %% ../nbs/03b_cache.ipynb #83c46fa5
 def cache_info(source:str|Path, # a source name or path, or a cache file (.npz)
                size:int=48, # output side
                data_dir:str|Path|None=None, # default: settings
@@ -189,6 +192,7 @@ def cache_info(source:str|Path, # a source name or path, or a cache file (.npz)
         info['up_to_date'] = fp == fd.fingerprint
     return info
 
+# %% ../nbs/03b_cache.ipynb #61a03cf5
 def format_info(info:dict) -> str:
     "A `cache_info` dict as a human-readable table."
     c, w = info['counts'], max([len('total'), *map(len, info['classes'])])

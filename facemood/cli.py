@@ -1,4 +1,4 @@
-"""The `facemood` command: settings, data, runs and runbooks, sweeps, serving, benchmarks and the quickstart.
+"""The `facemood` command: settings, data, runs and runbooks, sweeps, serving, predictions, benchmarks and the quickstart.
 
 Docs: https://facemood.github.io/facemood/cli.html.md"""
 
@@ -6,8 +6,8 @@ Docs: https://facemood.github.io/facemood/cli.html.md"""
 
 # %% auto #0
 __all__ = ['QUICKSTART', 'cmd_settings', 'cmd_data_build', 'cmd_data_info', 'cmd_data_download', 'cmd_run', 'run_summary',
-           'cmd_runs', 'cmd_wandb_trial', 'cmd_wandb_sweep', 'cmd_quickstart', 'cmd_serve', 'cmd_bench',
-           'cmd_bench_faces', 'cmd_predict', 'cmd_bench_train', 'make_parser', 'main']
+           'cmd_runs', 'cmd_quickstart', 'cmd_wandb_sweep', 'cmd_wandb_trial', 'cmd_serve', 'cmd_predict', 'cmd_bench',
+           'cmd_bench_train', 'cmd_bench_faces', 'make_parser', 'main']
 
 # %% ../nbs/14_cli.ipynb #0ef7b605
 import argparse
@@ -78,22 +78,6 @@ def cmd_runs(args):
     runs = list_runs()
     print(json.dumps(runs, indent=2, default=str) if args.json else format_runs(runs))
 
-def cmd_wandb_trial(args):
-    "Run one trial of a W&B sweep through `facemood run <runbook>` and report its metrics to the agent's W&B run."
-    from facemood.sweep import wandb_trial
-    wandb_trial(args.sweep_file, args.args_json_file)
-
-def cmd_wandb_sweep(args):
-    "Create a W&B sweep from a sweep file, or run an agent for one on this machine."
-    from facemood.sweep import read_sweep_file, wandb_agent, wandb_sweep_config
-    if args.action == 'agent': return wandb_agent(args.sweep_id, args.sweep_file, count=args.count)
-    import wandb
-    s, spec = get_settings(), read_sweep_file(args.sweep_file)
-    cfg = wandb_sweep_config(spec['space'], spec['method'], spec['metric'], spec['goal'], name=Path(args.sweep_file).stem)
-    sweep_id = wandb.sweep(cfg, project=s.wandb_project, entity=s.wandb_entity or None)
-    print(f"created W&B sweep {sweep_id}; on each machine run:\n  facemood wandb-sweep agent {sweep_id} {args.sweep_file}")
-
-# %% ../nbs/14_cli.ipynb #ea7e0478
 QUICKSTART = ('params/base.yaml', 'params/quickstart.yaml')
 
 def cmd_quickstart(args):
@@ -105,23 +89,28 @@ def cmd_quickstart(args):
     print(f"run completed: {rd}")
     print(run_summary(rd))
 
+# %% ../nbs/14_cli.ipynb #ea7e0478
+def cmd_wandb_sweep(args):
+    "Create a W&B sweep from a sweep file, or run an agent for one on this machine."
+    from facemood.sweep import read_sweep_file, wandb_agent, wandb_sweep_config
+    if args.action == 'agent': return wandb_agent(args.sweep_id, args.sweep_file, count=args.count)
+    import wandb
+    s, spec = get_settings(), read_sweep_file(args.sweep_file)
+    cfg = wandb_sweep_config(spec['space'], spec['method'], spec['metric'], spec['goal'], name=Path(args.sweep_file).stem,
+                             sweep_file=args.sweep_file, count=spec['count'])
+    sweep_id = wandb.sweep(cfg, project=s.wandb_project, entity=s.wandb_entity or None)
+    print(f"created W&B sweep {sweep_id}; on each machine run:\n  facemood wandb-sweep agent {sweep_id} {args.sweep_file}")
+
+def cmd_wandb_trial(args):
+    "Run one trial of a W&B sweep through `facemood run <runbook>` and report its metrics to the agent's W&B run."
+    from facemood.sweep import wandb_trial
+    wandb_trial(args.sweep_file, args.args_json_file)
+
 # %% ../nbs/14_cli.ipynb #a083bdf4
 def cmd_serve(args):
     "Serve a registered model over HTTP: predictions, metrics, and the web page."
     from facemood.app import run_server
     run_server(model=args.model, host=args.host, port=args.port, workers=args.workers)
-
-def cmd_bench(args):
-    "Benchmark the service on this machine: latencies, throughput, log completeness; write a report."
-    from facemood.bench import benchmark_service
-    r = benchmark_service(model=args.model, seconds=args.seconds, users=args.users, workers=args.workers, out_dir=args.out)
-    print(Path(r['report']).read_text())
-
-def cmd_bench_faces(args):
-    "Face detection on multi-face photos made from real portraits: faces found, false faces, latency per photo size."
-    from facemood.detect_bench import benchmark_detection
-    r = benchmark_detection(out_dir=args.out)
-    print(json.dumps(r, indent=2, default=str) if args.json else Path(r['report']).read_text())
 
 def cmd_predict(args):
     "Emotions of every face in images, folders and videos, without a server: a CSV or JSON Lines file, annotated images, plots."
@@ -130,7 +119,12 @@ def cmd_predict(args):
                       detect=not args.no_detect, batch_size=args.batch_size)
     print(r['summary'])
 
-# %% ../nbs/14_cli.ipynb #d7a7c86d
+def cmd_bench(args):
+    "Benchmark the service on this machine: latencies, throughput, log completeness; write a report."
+    from facemood.bench import benchmark_service
+    r = benchmark_service(model=args.model, seconds=args.seconds, users=args.users, workers=args.workers, out_dir=args.out, n=args.requests)
+    print(Path(r['report']).read_text())
+
 def cmd_bench_train(args):
     "Training throughput of one architecture on this machine: images/s, data share, peak memory."
     from facemood.train_bench import benchmark_training, format_benchmark
@@ -138,7 +132,13 @@ def cmd_bench_train(args):
                            precision=args.precision, compile=args.compile, channels_last=args.channels_last, steps=args.steps)
     print(json.dumps(r, indent=2) if args.json else format_benchmark(r))
 
-# %% ../nbs/14_cli.ipynb #e448d373
+def cmd_bench_faces(args):
+    "Face detection on multi-face photos made from real portraits: faces found, false faces, latency per photo size."
+    from facemood.detect_bench import benchmark_detection
+    r = benchmark_detection(out_dir=args.out)
+    print(json.dumps(r, indent=2, default=str) if args.json else Path(r['report']).read_text())
+
+# %% ../nbs/14_cli.ipynb #d7a7c86d
 def _add_source(p):
     p.add_argument('source', help="fer2013, human-face-emotions, synthetic, or a path to a CSV or a class-per-folder tree")
     p.add_argument('--size', type=int, default=48, help="side of the square grayscale images, in pixels")
@@ -161,6 +161,7 @@ def _data_parsers(sub):
     p.add_argument('name', choices=['fer2013', 'human-face-emotions'])
     p.set_defaults(func=cmd_data_download)
 
+# %% ../nbs/14_cli.ipynb #6929b947
 def _run_parsers(sub):
     p = sub.add_parser('run', help="run a runbook (train, evaluate, sweep, drift) with layered parameters")
     p.add_argument('runbook', help="a runbook name in nbs/runbooks, or a notebook path")
@@ -190,6 +191,7 @@ def _run_parsers(sub):
     p = sub.add_parser('quickstart', help="the main job: train, evaluate and register a model on synthetic faces")
     p.set_defaults(func=cmd_quickstart)
 
+# %% ../nbs/14_cli.ipynb #23dbe925
 def _serve_parsers(sub):
     p = sub.add_parser('serve', help="serve a registered model (HTTP API, metrics, web page)")
     p.add_argument('--model', help="NAME[:VERSION] in the registry (default: the only or newest model, latest version)")
@@ -201,6 +203,7 @@ def _serve_parsers(sub):
     p.add_argument('--model', help="NAME[:VERSION] in the registry (default: the only or newest)")
     p.add_argument('--seconds', type=int, default=20, help="length of the load test")
     p.add_argument('--users', type=int, default=32, help="concurrent simulated users in the load test")
+    p.add_argument('--requests', type=int, default=300, help="sequential requests per latency scenario")
     p.add_argument('--workers', type=int, default=1, help="uvicorn worker processes")
     p.add_argument('--out', help="report folder (default: <outputs_dir>/bench/<time>)")
     p.set_defaults(func=cmd_bench)
@@ -230,6 +233,7 @@ def _serve_parsers(sub):
     p.add_argument('--batch-size', type=int, default=64, help="faces per inference batch, across images")
     p.set_defaults(func=cmd_predict)
 
+# %% ../nbs/14_cli.ipynb #db0cc2bd
 def make_parser() -> argparse.ArgumentParser:
     "The `facemood` argument parser."
     ap = argparse.ArgumentParser(prog='facemood', description="Facial emotion recognition you can read, rerun and serve.")
@@ -255,4 +259,5 @@ def main(argv:list|None=None) -> int:
         return 130
     return 0
 
+# %% ../nbs/14_cli.ipynb #d6bd7004
 if __name__ == '__main__': sys.exit(main())  # `python -m facemood.cli ...`, as W&B sweep agents run it

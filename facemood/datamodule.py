@@ -27,9 +27,9 @@ def _lerp(lo, hi, u): return float(lo) + float(hi - lo)*u
 class BatchAugment(torch.nn.Module):
     "Random augmentation of a whole batch at once, with torch ops on the batch's device."
     def __init__(self,
-                 crop_scale:tuple|None=(0.8, 1.0), # random resized crop: range of the kept area fraction (None: off)
+                 crop_scale:float|tuple|None=(0.8, 1.0), # random resized crop: range of the kept area fraction; a float s is (s, 1); None or 1: off
                  crop_ratio:tuple=(0.9, 1.1),        # ...and of its aspect ratio
-                 hflip:float=0.5,                    # probability of a horizontal flip
+                 hflip:float|bool=0.5,               # probability of a horizontal flip (True: 0.5)
                  rotate:float=10.,                   # maximum rotation, degrees
                  shear:float=0.,                     # maximum shear, degrees
                  translate:float=0.05,               # maximum shift, fraction of the side
@@ -42,7 +42,9 @@ class BatchAugment(torch.nn.Module):
                  seed:int|None=None,                 # seed of the device generator (None: torch's global generator)
                 ):
         super().__init__()
+        if isinstance(crop_scale, (int, float)) and not isinstance(crop_scale, bool): crop_scale = (float(crop_scale), 1.0) if crop_scale < 1 else None
         self.crop_scale = tuple(crop_scale) if crop_scale else None
+        hflip = 0.5 if hflip is True else hflip
         self.crop_ratio, self.erase_scale, self.erase_ratio = tuple(crop_ratio), tuple(erase_scale), tuple(erase_ratio)
         self.hflip, self.rotate, self.shear, self.translate = float(hflip), float(rotate), float(shear), float(translate)
         self.brightness, self.contrast, self.erase, self.padding_mode = float(brightness), float(contrast), float(erase), padding_mode
@@ -134,6 +136,7 @@ class IndexBatchSampler:
             idx = torch.cat([idx, idx[:n - len(idx)]])[self.rank::self.world_size]  # pad by wrapping, then stride
         for i in range(len(self)): yield idx[i*self.batch_size:(i + 1)*self.batch_size]
 
+# %% ../nbs/04_datamodule.ipynb #405b4d06
 class TensorBatches(torch.utils.data.Dataset):
     "A dataset whose items are whole batches: `ds[index_tensor] -> (images[index], labels[index])`."
     def __init__(self, images:torch.Tensor, labels:torch.Tensor): self.images, self.labels = images, labels
@@ -145,7 +148,7 @@ class FaceDataModule(pl.LightningDataModule):
     "A cached source as tensors; index-batch loaders; augmentation and normalisation on the model's device."
     def __init__(self,
                  source:str='synthetic', # a name (fer2013, human-face-emotions, synthetic), a path, or a cache file (.npz)
-                 size:int=48, # image side
+                 img_size:int=48, # image side
                  batch_size:int=128, # images per batch
                  mean:float=0.5, # normalisation: (x/255 - mean)/std
                  std:float=0.5,
@@ -165,7 +168,7 @@ class FaceDataModule(pl.LightningDataModule):
         "Build the cache once (rank 0 only under DDP); a source that is a cache file (.npz) is used as it is."
         h = self.hparams
         if str(h.source).endswith('.npz') and Path(h.source).is_file(): self.cache = Path(h.source)
-        else: self.cache = build_cache(h.source, h.size, drop_duplicates=h.drop_duplicates, skip_bad=h.skip_bad, **self.source_kw)
+        else: self.cache = build_cache(h.source, h.img_size, drop_duplicates=h.drop_duplicates, skip_bad=h.skip_bad, **self.source_kw)
 
     def setup(self, stage:str|None=None):
         "Load the cache into tensors."

@@ -21,13 +21,14 @@ from .images import DataError
 from .settings import get_settings
 from .sources import FER2013_CLASSES, SOURCES, DatasetNotFound, _placement, _walk_files, scan_tree
 
-# %% ../nbs/03a_download.ipynb #43999968
+# %% ../nbs/03a_download.ipynb #4e71d5e7
 class KaggleUnavailable(DataError):
     "The Kaggle API cannot be used here: no package, no credentials or no network."
 
 KAGGLE_DATASETS = {'fer2013': 'msambare/fer2013', 'human-face-emotions': 'samithsachidanandan/human-face-emotions'}
 EXPECTED_CLASSES = {'fer2013': FER2013_CLASSES, 'human-face-emotions': ('angry', 'fear', 'happy', 'sad', 'surprise')}
 
+# %% ../nbs/03a_download.ipynb #43999968
 @contextlib.contextmanager
 def _quiet():
     "Capture stdout and stderr (the kaggle package prints banners)."
@@ -56,6 +57,7 @@ def kaggle_api(name:str, # the dataset it is for (for the message)
     except SystemExit: raise KaggleUnavailable(_kaggle_help(name, root, "no Kaggle credentials were found")) from None
     except Exception as e: raise KaggleUnavailable(_kaggle_help(name, root, f"the Kaggle API failed ({type(e).__name__}: {e})")) from None
 
+# %% ../nbs/03a_download.ipynb #aaa85f1f
 def _unpack(folder:Path):
     "Unpack every zip/tar archive under `folder` in place (nested ones too), refusing members that escape it."
     for _ in range(3):
@@ -76,6 +78,7 @@ def _unpack(folder:Path):
                     t.extractall(a.parent, **({'filter': 'data'} if hasattr(tarfile, 'data_filter') else {}))
             a.unlink()
 
+# %% ../nbs/03a_download.ipynb #df899a4f
 def verify_dataset(name:str, # a name in KAGGLE_DATASETS
                    data_dir:str|Path|None=None, # where datasets live (default: settings)
                   ) -> dict:
@@ -100,6 +103,7 @@ def verify_dataset(name:str, # a name in KAGGLE_DATASETS
     if empty: raise DataError(f"{t.root} does not look like {name}: no images in {', '.join(empty)}")
     return dict(kind='folders', path=str(t.root), layout=t.layout, images=sum(n.values()))
 
+# %% ../nbs/03a_download.ipynb #f78694c4
 def download(name:str, # 'fer2013' or 'human-face-emotions'
              data_dir:str|Path|None=None, # where datasets live (default: settings)
              force:bool=False, # download again even if the dataset is already there

@@ -40,12 +40,15 @@ def predict_probs(model:torch.nn.Module, # returns logits for float (B,1,H,W)
                   tta:bool=False, # average over ten crops
                   device:str|torch.device='cpu',
                  ) -> np.ndarray:
-    "Class probabilities (N,C) of `model` for uint8 `images`."
+    "Class probabilities (N,C) of `model` for uint8 `images`, computed on `device` in batches of `batch_size` model inputs."
     model = model.eval().to(device)
+    step = max(1, batch_size//10) if tta else batch_size  # with TTA each image is ten inputs, all in one forward pass
     out = []
-    for i in range(0, len(images), batch_size):
-        x = to_model_input(torch.as_tensor(images[i:i+batch_size]).to(device), mean, std)
-        if tta: p = torch.stack([model(c).float().softmax(-1) for c in ten_crops(x)]).mean(0)
+    for i in range(0, len(images), step):
+        x = to_model_input(torch.as_tensor(np.ascontiguousarray(images[i:i+step])).to(device), mean, std)
+        if tta:
+            crops = ten_crops(x)
+            p = model(crops.flatten(0, 1)).float().softmax(-1).view(10, len(x), -1).mean(0)
         else: p = model(x).float().softmax(-1)
         out.append(p.cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)

@@ -6,9 +6,8 @@ Docs: https://facemood.github.io/facemood/model.html.md"""
 
 # %% auto #0
 __all__ = ['ARCHITECTURES', 'register_arch', 'OPTIMIZERS', 'SCHEDULES', 'FERNet', 'ConvNet', 'TimmNet', 'ModelError',
-           'UnknownArchitecture', 'PretrainedUnavailable', 'conv_bn_relu', 'seed_cnn', 'vgg_fer', 'compact_cnn',
-           'create_model', 'count_params', 'mix_batch', 'make_optimizer', 'warmup_cosine', 'make_scheduler',
-           'FERModule']
+           'UnknownArchitecture', 'PretrainedUnavailable', 'conv_bn_relu', 'count_params', 'seed_cnn', 'vgg_fer',
+           'compact_cnn', 'create_model', 'mix_batch', 'make_optimizer', 'warmup_cosine', 'make_scheduler', 'FERModule']
 
 # %% ../nbs/05_model.ipynb #e3461ce6
 import math
@@ -83,6 +82,11 @@ def _side(img_size, n_pools, name):
         raise ModelError(f"{name} halves the image {n_pools} times: img_size must be at least {2**n_pools}, got {img_size}")
     return s
 
+def count_params(model:nn.Module, trainable_only:bool=False) -> int:
+    "Number of parameters of `model` (only those with `requires_grad` if `trainable_only`)."
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+# %% ../nbs/05_model.ipynb #35573f95
 @register_arch('seed_cnn')
 def seed_cnn(num_classes:int,      # number of emotion classes
              in_chans:int=1,       # image channels
@@ -170,10 +174,6 @@ def create_model(name:str,              # 'seed_cnn', 'vgg_fer', another registe
     m.arch_cfg = dict(name=name, num_classes=num_classes, in_chans=in_chans, img_size=img_size, pretrained=pretrained, **kw)
     return m
 
-def count_params(model:nn.Module, trainable_only:bool=False) -> int:
-    "Number of parameters of `model` (only those with `requires_grad` if `trainable_only`)."
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
-
 # %% ../nbs/05_model.ipynb #29b7ddab
 def mix_batch(x:torch.Tensor,          # float images (B, C, H, W)
               y:torch.Tensor,          # int64 labels (B,)
@@ -220,6 +220,7 @@ def make_optimizer(model:nn.Module,          # the parameters to optimise
         return torch.optim.AdamW(groups, lr=lr)
     return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=True)
 
+# %% ../nbs/05_model.ipynb #ae354f96
 def warmup_cosine(step:int, warmup_steps:int, total_steps:int) -> float:
     "LR multiplier: linear from 1/warmup_steps to 1 over `warmup_steps`, then cosine to 0 at `total_steps`."
     if step < warmup_steps:
@@ -254,6 +255,7 @@ def make_scheduler(optimizer:torch.optim.Optimizer,
 # %% ../nbs/05_model.ipynb #0f842840
 def _metric_name(c): return re.sub(r'\W+', '_', str(c)).strip('_') or 'class'
 
+# %% ../nbs/05_model.ipynb #9ab07268
 class FERModule(pl.LightningModule):
     "Network + loss + optimiser + schedule + metrics for facial emotion classification."
     def __init__(self,
@@ -309,14 +311,14 @@ class FERModule(pl.LightningModule):
         logits = self(x)
         loss = self.loss(logits, y, y_other, lam)
         self.train_acc(logits, y)
-        self.log('train_loss', loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
+        self.log('train_loss', loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y), sync_dist=True)
         self.log('train_acc', self.train_acc, on_step=False, on_epoch=True, batch_size=len(y))
         return loss
 
     def _eval_step(self, stage, batch):
         x, y = batch
         logits = self(x)
-        self.log(f'{stage}_loss', F.cross_entropy(logits, y), on_step=False, on_epoch=True, batch_size=len(y))
+        self.log(f'{stage}_loss', F.cross_entropy(logits, y), on_step=False, on_epoch=True, batch_size=len(y), sync_dist=True)
         metrics = getattr(self, f'{stage}_metrics')
         metrics.update(logits, y)
         getattr(self, f'{stage}_recall').update(logits, y)
@@ -324,7 +326,7 @@ class FERModule(pl.LightningModule):
 
     def _log_recall(self, stage):
         recall = getattr(self, f'{stage}_recall')
-        self.log_dict({f'{stage}_recall_{_metric_name(c)}': r for c, r in zip(self.classes, recall.compute())})
+        self.log_dict({f'{stage}_recall_{_metric_name(c)}': r for c, r in zip(self.classes, recall.compute())}, sync_dist=True)  # equal on every rank already
         recall.reset()
 
     def validation_step(self, batch, batch_idx): self._eval_step('val', batch)

@@ -15,7 +15,8 @@ import numpy as np
 
 # %% ../nbs/09a_predictor.ipynb #12fd11ad
 from .images import to_model_input
-from .registry import Registry, resolve_model
+from .ood import load_ood
+from .registry import Registry, model_use, resolve_model
 
 # %% ../nbs/09a_predictor.ipynb #e283120f
 def softmax(logits:np.ndarray) -> np.ndarray:
@@ -26,7 +27,7 @@ def softmax(logits:np.ndarray) -> np.ndarray:
 
 # %% ../nbs/09a_predictor.ipynb #fe43f1d5
 class Predictor:
-    "A registered model loaded once: ONNX Runtime (torch only without an ONNX file); uint8 faces -> probabilities."
+    "A registered model loaded once: ONNX Runtime (torch only without an ONNX file); uint8 faces -> probabilities and OOD flags."
     def __init__(self, model:str|None=None, # 'NAME[:VERSION]'; default: the only or newest model
                  version:str|int|None=None,
                  registry:Registry|str|Path|None=None, # a Registry or its root (default: the `registry_dir` setting)
@@ -35,12 +36,14 @@ class Predictor:
         reg = registry if isinstance(registry, Registry) else Registry(registry)
         self.name, self.version = resolve_model(model, version, reg)
         self.card = reg.card(self.name, self.version)
+        self.card.setdefault('use', model_use(self.card.get('data')))  # versions registered before cards said what a model is for
         inp = self.card['input']
         self.size, self.mean, self.std, self.classes = int(inp['size']), float(inp['mean']), float(inp['std']), list(self.card['classes'])
         self.folder = reg.fetch(self.name, self.version)
+        self.ood = load_ood(self.folder/'ood.npz') if (self.folder/'ood.npz').exists() else None
         if (self.folder/'model.onnx').exists(): self._onnx(self.folder/'model.onnx', threads)
         else: self._torch(reg, threads)
-        self.outputs(np.zeros((1, self.size, self.size), np.uint8))  # warm up
+        self.predict(np.zeros((1, self.size, self.size), np.uint8))  # warm up; statistics of another model fail here
 
     def _onnx(self, path, threads):
         import onnxruntime as ort
@@ -49,36 +52,44 @@ class Predictor:
         so.add_session_config_entry('session.intra_op.allow_spinning', '0')
         self.session = ort.InferenceSession(str(path), so, providers=['CPUExecutionProvider'])
         self.runtime, self.input_name = 'onnxruntime', self.session.get_inputs()[0].name
+        self.output_names = [o.name for o in self.session.get_outputs() if o.name in ('logits', 'embedding', 'ood_features')]
 
     def _torch(self, reg, threads):
         "A version without ONNX: the safetensors weights in torch, imported only here."
         import torch
-        from facemood.export import load_model
-        self.runtime, self.model = 'torch', load_model(self.name, self.version, reg)[0]
+        from facemood.export import ServedNet, load_model
+        self.runtime, self.model = 'torch', ServedNet(load_model(self.name, self.version, reg)[0]).eval()
         torch.set_num_threads(max(1, threads))
 
     def outputs(self, faces:np.ndarray) -> dict:
-        "`logits` (N,C) and penultimate `embedding` (N,D) for uint8 faces (N,size,size)."
+        "`logits` (N,C), penultimate `embedding` (N,D) and `ood_features` (N,F; the embedding for older exports) for uint8 faces (N,size,size)."
         x = to_model_input(np.ascontiguousarray(faces, np.uint8), self.mean, self.std)
         if self.runtime == 'onnxruntime':
-            logits, emb = self.session.run(['logits', 'embedding'], {self.input_name: x})
-            return dict(logits=logits, embedding=emb)
-        import torch
-        with torch.inference_mode():
-            e = self.model.embed(torch.from_numpy(x))
-            return dict(logits=self.model.head(e).float().numpy(), embedding=e.float().numpy())
+            out = dict(zip(self.output_names, self.session.run(self.output_names, {self.input_name: x})))
+        else:
+            import torch
+            with torch.inference_mode(): out = dict(zip(('logits', 'embedding', 'ood_features'), (o.float().numpy() for o in self.model(torch.from_numpy(x)))))
+        out.setdefault('ood_features', out['embedding'])
+        return out
 
     def probs(self, faces:np.ndarray) -> np.ndarray:
         "Class probabilities (N,C), float64, rows summing to 1."
         if len(faces) == 0: return np.zeros((0, len(self.classes)))
         return softmax(self.outputs(faces)['logits'])
 
+    def flag(self, out:dict) -> tuple:
+        "(`ood_score` (N,), `in_distribution` (N,) bool) from `outputs`; NaN and True without statistics."
+        n = len(out['logits'])
+        if self.ood is None: return np.full(n, np.nan), np.ones(n, bool)
+        return self.ood.flag(out['ood_features'])
+
     def predict(self, faces:np.ndarray) -> dict:
         "What the service says of each face: `probs` (N,C), `embedding` (N,D), `ood_score` (N,) and `in_distribution` (N,) bool."
         if len(faces) == 0:
             return dict(probs=np.zeros((0, len(self.classes))), embedding=np.zeros((0, 0), np.float32), ood_score=np.zeros(0), in_distribution=np.zeros(0, bool))
         out = self.outputs(faces)
-        n = len(faces)
-        return dict(probs=softmax(out['logits']), embedding=out['embedding'], ood_score=np.full(n, np.nan), in_distribution=np.ones(n, bool))
+        score, ok = self.flag(out)
+        return dict(probs=softmax(out['logits']), embedding=out['embedding'], ood_score=score, in_distribution=ok)
 
-    def describe(self) -> dict: return dict(model=self.name, model_version=self.version, runtime=self.runtime, classes=self.classes)
+    def describe(self) -> dict:
+        return dict(model=self.name, model_version=self.version, runtime=self.runtime, classes=self.classes, ood=self.ood is not None)

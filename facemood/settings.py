@@ -148,6 +148,7 @@ def parse_value(text:str) -> object:
         except (ValueError, SyntaxError): pass
     return text
 
+# %% ../nbs/00_settings.ipynb #90467736
 def parse_overrides(params:list=(), # `-p KEY VALUE` pairs: typed by `parse_value`
                     raw:list=(), # `-r KEY VALUE` pairs: kept as strings
                     yaml_text:list=(), # `-y 'KEY: VALUE ...'` YAML mappings
@@ -161,6 +162,7 @@ def parse_overrides(params:list=(), # `-p KEY VALUE` pairs: typed by `parse_valu
     for y in yaml_text: out.update(_check_names(read_yaml(y, f"-y {y!r}") or {}, f"-y {y!r}"))
     return out
 
+# %% ../nbs/00_settings.ipynb #077fcaab
 def load_params(files:list=(), # YAML files, later ones overriding earlier ones
                 overrides:dict|None=None, # applied last (see `parse_overrides`)
                ) -> dict:

@@ -148,7 +148,7 @@ def parse_pixel_rows(rows:list, # pixel strings (str or bytes): numbers separate
     ok[np.flatnonzero(ok)[big]] = False
     return pix[~big].astype(np.uint8), ok, dict(sorted(bad.items()))
 
-# %% ../nbs/03_sources.ipynb #6ddad3ee
+# %% ../nbs/03_sources.ipynb #169a728d
 FER2013_USAGE = {'training': 'train', 'publictest': 'val', 'privatetest': 'test', 'train': 'train', 'val': 'val',
                  'valid': 'val', 'validation': 'val', 'test': 'test'}
 SKIP_HINT = "fix or remove it, or pass skip_bad=True (--skip-bad) to skip and count such items"
@@ -161,6 +161,7 @@ def _raise_or_skip(bad:list, skip_bad:bool):
     "Raise `BadImage` for the first bad item unless skipping."
     if bad and not skip_bad: raise BadImage(f"{bad[0]}; {SKIP_HINT}" + (f" ({len(bad) - 1} more like it)" if len(bad) > 1 else ''))
 
+# %% ../nbs/03_sources.ipynb #321d9065
 def _csv_rows(path:Path) -> list:
     "`(line number, fields)` of each line: a plain byte split when nothing is quoted, else the csv module."
     with open(path, 'rb') as f:
@@ -176,6 +177,7 @@ def _csv_rows(path:Path) -> list:
 
 def _str(v) -> str: return v.decode('utf-8', 'replace') if isinstance(v, bytes) else v
 
+# %% ../nbs/03_sources.ipynb #6ddad3ee
 def read_fer_csv(path:str|Path, # a FER2013-format CSV: emotion, pixels[, Usage]
                  size:int=48, # output side (the CSV's own side is the square root of the pixel count)
                  skip_bad:bool=False, # skip and count bad rows instead of raising BadImage
@@ -237,6 +239,7 @@ def canonical_class(name:str) -> str:
     n = name.strip().lower()
     return CLASS_ALIASES.get(n, n)
 
+# %% ../nbs/03_sources.ipynb #aaa64194
 def _visible(name:str) -> bool: return not name.startswith(('.', '__'))
 
 def _subdirs(p:Path) -> list: return sorted(d for d in p.iterdir() if d.is_dir() and _visible(d.name))
@@ -251,6 +254,7 @@ def _walk_files(folder:Path) -> list:
 
 def _is_image(p:Path) -> bool: return p.suffix.lower() in IMAGE_EXTS
 
+# %% ../nbs/03_sources.ipynb #fcb2e126
 @dataclass
 class FolderTree:
     "The class folders of a tree: `folders[split][class]` lists the folders, `files[folder]` their images."
@@ -308,7 +312,7 @@ def decode_files(paths:list, # image files
             bar.update(len(res))
     return out
 
-# %% ../nbs/03_sources.ipynb #9537dacf
+# %% ../nbs/03_sources.ipynb #3439918c
 def _carve(split:np.ndarray, labels:np.ndarray, present:set, seed:int) -> tuple:
     "Make the splits missing from `present` out of train; returns the new codes and a note."
     missing = [s for s in ('val', 'test') if s not in present]
@@ -321,6 +325,7 @@ def _carve(split:np.ndarray, labels:np.ndarray, present:set, seed:int) -> tuple:
     return split, (f"folders {', '.join(s for s in SPLITS if s in present)}: {what} carved out of train, seeded and "
                    f"stratified (split_seed={seed})")
 
+# %% ../nbs/03_sources.ipynb #207176db
 def read_folder_tree(root:str|Path, # a class-per-folder tree
                      size:int=48, # output side
                      skip_bad:bool=False, # skip and count unreadable images and empty class folders
@@ -422,6 +427,7 @@ class UnknownSource(DataError, UnknownName):
 
 SOURCES = Catalog('source', UnknownSource, hint="or give the path of a FER2013-format CSV or of a class-per-folder tree")
 
+# %% ../nbs/03_sources.ipynb #4054dd31
 def _placement(name) -> str:
     return {'fer2013': "place the competition file fer2013.csv at {root}/fer2013.csv, or the class folders of Kaggle's "
                        "msambare/fer2013 at {root}/train/<class>/ and {root}/test/<class>/",
@@ -453,6 +459,7 @@ def human_face_emotions_source(data_dir:Path, split_seed:int=0) -> Source:
             return Source('human-face-emotions', 'folders', root, dict(split_seed=split_seed))
     raise _not_found('human-face-emotions', root)
 
+# %% ../nbs/03_sources.ipynb #c85bc6fa
 def _digest(obj) -> str: return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 @SOURCES.register('synthetic')
@@ -464,6 +471,7 @@ def synthetic_source(data_dir:Path, n:int=SYNTH_N, seed:int=0, config=None, spli
     if cfg != asdict(_synth_config()): name += '-cfg' + _digest(cfg)[:8]
     return Source(name, 'synthetic', None, dict(n=n, seed=seed, config=cfg, split_seed=split_seed))
 
+# %% ../nbs/03_sources.ipynb #5964cc11
 def _slug(s:str) -> str: return re.sub(r'[^A-Za-z0-9_.]+', '-', s).strip('-.') or 'data'
 
 def resolve_source(source:str|Path, # a name in SOURCES, or a path to a CSV or a class-per-folder tree

@@ -202,21 +202,6 @@ def _eye_shapes(a, p):
                               for d in (0.0, -0.09)], 1)
     return s
 
-# %% ../nbs/02_synth.ipynb #47f6c17d
-def _nose_shapes(a, p, corner_v, mouth_w):
-    "Nostrils, nose wrinkles, cheek lines and nasolabial folds, in face coordinates."
-    nv, nw = p['nose_v'] - 0.04 * a[9], p['nose_w']
-    s = dict(nostrils=np.stack([_ellipse(side * (nw + 0.02 * a[9]), nv + 0.02, 0.05 + 0.02 * a[9], 0.028, 10)
-                                for side in (-1, 1)], 1))
-    s['wrinkles'] = np.stack([_pts(np.array([-0.11, 0.0, 0.11]), _col(p['eye_v'] + d) + np.array([0.015, 0, 0.015]))
-                              for d in (0.05, 0.15)], 1)
-    s['cheeks'] = np.stack([_ellipse(side * 0.50, p['nose_v'] - 0.02 - 0.08 * a[6], 0.22, 0.12, 7, 0.35, np.pi - 0.35, False)
-                            for side in (-1, 1)], 1)
-    s['folds'] = np.stack([_pts(side * np.stack(np.broadcast_arrays(nw + 0.07, 0.27 + 0.06 * a[12], mouth_w + 0.05), -1),
-                                np.stack([nv - 0.02, (p['nose_v'] + corner_v) / 2, corner_v + 0.05], -1))
-                           for side in (-1, 1)], 1)
-    return s
-
 # %% ../nbs/02_synth.ipynb #4cd81d5f
 def _mouth_shapes(a, p):
     "Lips, opening, teeth and lip line, in face coordinates; also the corner height and half-width."
@@ -238,6 +223,21 @@ def _mouth_shapes(a, p):
              teeth=np.concatenate([_pts(mu, top), _pts(rev(mu), rev(top + _col(teeth) * fx))], 1),
              lipline=_pts(mu, top))
     return {k: v[:, None] for k, v in s.items()}, corner, mw
+
+# %% ../nbs/02_synth.ipynb #47f6c17d
+def _nose_shapes(a, p, corner_v, mouth_w):
+    "Nostrils, nose wrinkles, cheek lines and nasolabial folds, in face coordinates."
+    nv, nw = p['nose_v'] - 0.04 * a[9], p['nose_w']
+    s = dict(nostrils=np.stack([_ellipse(side * (nw + 0.02 * a[9]), nv + 0.02, 0.05 + 0.02 * a[9], 0.028, 10)
+                                for side in (-1, 1)], 1))
+    s['wrinkles'] = np.stack([_pts(np.array([-0.11, 0.0, 0.11]), _col(p['eye_v'] + d) + np.array([0.015, 0, 0.015]))
+                              for d in (0.05, 0.15)], 1)
+    s['cheeks'] = np.stack([_ellipse(side * 0.50, p['nose_v'] - 0.02 - 0.08 * a[6], 0.22, 0.12, 7, 0.35, np.pi - 0.35, False)
+                            for side in (-1, 1)], 1)
+    s['folds'] = np.stack([_pts(side * np.stack(np.broadcast_arrays(nw + 0.07, 0.27 + 0.06 * a[12], mouth_w + 0.05), -1),
+                                np.stack([nv - 0.02, (p['nose_v'] + corner_v) / 2, corner_v + 0.05], -1))
+                           for side in (-1, 1)], 1)
+    return s
 
 # %% ../nbs/02_synth.ipynb #09b0e099
 def _occluder_shapes(f, p):

@@ -54,3 +54,76 @@ def smooth_image(h: int = 60, w: int = 80, seed: int = 0) -> Image.Image:
     import cv2
     rng = np.random.default_rng(seed)
     return Image.fromarray(cv2.resize(rng.integers(0, 256, (h // 10, w // 10, 3), dtype=np.uint8), (w, h), interpolation=cv2.INTER_CUBIC))
+
+
+def png(face: np.ndarray) -> bytes:
+    "A uint8 grayscale array as PNG bytes (lossless)."
+    import cv2
+    return cv2.imencode('.png', np.ascontiguousarray(face, np.uint8))[1].tobytes()
+
+
+def two_faces_photo() -> bytes:
+    "A 960x480 JPEG holding the sample portrait twice (once mirrored): a photo with two faces."
+    import cv2
+    from facemood.images import sample_face
+    por = cv2.imdecode(np.frombuffer(sample_face('portrait'), np.uint8), cv2.IMREAD_COLOR)
+    small = cv2.resize(por, (341, 400), interpolation=cv2.INTER_AREA)
+    canvas = np.full((480, 960, 3), 110, np.uint8)
+    canvas[40:440, 60:401], canvas[40:440, 560:901] = small, cv2.flip(small, 1)
+    return cv2.imencode('.jpg', canvas, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+
+
+def real_faces() -> dict:
+    "Photographs of real people, offline, as the images a client would send: name -> list of (filename, bytes, detect).\n\n"
+    "The sample portrait (its 48x48 crop, and the 640x480 photo through face detection); with scikit-image, its astronaut "
+    "photo (face detection) and the 100 face crops of its `lfw_subset` (25x25 crops of Labeled Faces in the Wild)."
+    from facemood.images import sample_face
+    out = {'portrait': [('portrait-crop.png', sample_face('crop'), False), ('portrait-photo.jpg', sample_face('photo'), True)]}
+    try:
+        from skimage import data as skdata
+    except ImportError:
+        return out
+    import cv2
+    out['astronaut'] = [('astronaut.png', png(cv2.cvtColor(skdata.astronaut(), cv2.COLOR_RGB2GRAY)), True)]
+    lfw = np.rint(skdata.lfw_subset()[:100] * 255).astype(np.uint8)   # the first 100 are faces, the others not
+    out['lfw'] = [(f'lfw-{i:03d}.png', png(f), False) for i, f in enumerate(lfw)]
+    return out
+
+
+# --- a small trained model, through the train runbook -----------------------------------------------------------
+
+TINY = dict(synthetic_n=3000, max_epochs=8, tta=True)  # a compact_cnn on synthetic faces in under a minute on 2 cores
+
+
+@pytest.fixture(scope='session')
+def trained(tmp_path_factory):
+    "The quickstart recipe, scaled down, run by `facemood run train` (with TTA): `.registry`, `.name`, `.card`, `.data`, `.env`."
+    import json
+    import os
+    import subprocess
+    import sys
+    from types import SimpleNamespace
+    from facemood.cache import load_cache
+    from facemood.registry import Registry
+    root = tmp_path_factory.mktemp('trained')
+    env = dict(os.environ, **server_env(root, root / 'registry'), HF_HUB_OFFLINE='1', WANDB_MODE='offline', MPLBACKEND='Agg')
+    args = ['run', 'train', '-f', 'params/base.yaml', '-f', 'params/quickstart.yaml', '-p', 'model_name', 'tiny']
+    for k, v in TINY.items(): args += ['-p', k, json.dumps(v)]
+    exe = Path(sys.executable).with_name('facemood')
+    p = subprocess.run([str(exe), *args], env=env, cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    reg = Registry(root / 'registry')
+    card = reg.card('tiny')
+    cache = next((root / 'data').rglob('*.npz'))
+    return SimpleNamespace(root=root, registry=root / 'registry', name='tiny', card=card, folder=reg.fetch('tiny'),
+                           data=load_cache(cache), env=env)
+
+
+@pytest.fixture(scope='session')
+def trained_server(trained):
+    "A real server serving the small trained model; `.url`, `.log_url`."
+    from facemood.app import serve_in_background
+    log_url = f"sqlite:///{trained.root / 'predictions.sqlite'}"
+    with serve_in_background(registry=trained.registry, log_url=log_url, env=server_env(trained.root, trained.registry)) as srv:
+        srv.log_url = log_url
+        yield srv

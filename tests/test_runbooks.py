@@ -86,26 +86,3 @@ def test_prepare_only(site):
     nb = nbformat.read(rj.parent / 'train.ipynb', as_version=4)
     injected = [c for c in nb.cells if 'injected-parameters' in c.metadata.get('tags', [])]
     assert injected and 'synthetic_n = 700' in injected[0].source
-
-
-def test_sweep_runs_trials_and_resumes(site):
-    tiny = ['-f', 'params/sweep-quickstart.yaml', '-y', 'fixed: {synthetic_n: 500, max_epochs: 1, batch_size: 64}',
-            '-y', 'space: {lr: [0.001, 0.003]}', '-p', 'parallel', '2']
-    p = facemood('run', 'sweep', *tiny, env=site)
-    assert p.returncode == 0, p.stderr[-3000:]
-    [rj] = run_dirs(site, 'sweep')
-    rec, met = load(rj)
-    d = rj.parent
-    assert met['completed'] == 2 and met['best_trial'] in ('trial-000', 'trial-001') and met['registered'] == 'quickstart-sweep:v1'
-    for t in ('trial-000', 'trial-001'):
-        trial = json.loads((d / t / 'run.json').read_text())
-        assert trial['status'] == 'completed' and trial['runbook'] == 'train'
-    assert {'metric_by_parameter.png', 'parallel_coordinates.png'} <= {f.name for f in (d / 'figures').iterdir()}
-    assert not errors_in(d / 'sweep.ipynb')
-    # an interrupted sweep: one trial's record lost; the rerun redoes that one only
-    (d / 'trial-001' / 'run.json').unlink()
-    mtime = (d / 'trial-000' / 'run.json').stat().st_mtime
-    p = facemood('run', 'sweep', *tiny, '--run-dir', d, env=site)
-    assert p.returncode == 0, p.stderr[-3000:]
-    assert (d / 'trial-000' / 'run.json').stat().st_mtime == mtime, 'a completed trial is not run again'
-    assert json.loads((d / 'trial-001' / 'run.json').read_text())['status'] == 'completed'

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 from PIL import Image
 from serve_fixtures import *  # noqa: F403  (fixtures: registry_dir, server)
-from serve_fixtures import CLASSES, MAX_UPLOAD_MB, encode, server_env, smooth_image
+from serve_fixtures import CLASSES, MAX_UPLOAD_MB, encode, server_env, smooth_image, two_faces_photo
 
 from facemood.app import serve_in_background
 from facemood.evaluate import predict_probs
 from facemood.export import load_model
 from facemood.images import preprocess_face, read_image, sample_face
+from facemood.predictor import Predictor
 from facemood.predlog import decode_crop, read_prediction_log
 from facemood.registry import Registry
 
@@ -29,6 +30,11 @@ def client(server):
 @pytest.fixture(scope='module')
 def torch_model(registry_dir):
     return load_model('demo', registry=Registry(registry_dir))
+
+
+@pytest.fixture(scope='module')
+def predictor(registry_dir):
+    return Predictor('demo', registry=registry_dir)
 
 
 def post(client, data, name='upload.png', detect=False):
@@ -62,6 +68,8 @@ def test_health_and_model(client):
     card = client.get('/model').json()
     assert (card['name'], card['version'], card['classes']) == ('demo', 1, CLASSES)
     assert (card['input']['size'], card['input']['mean'], card['input']['std']) == (48, 0.5, 0.5)
+    assert h['ood'] is True and card['ood']['file'] == 'ood.npz' and card['ood']['threshold'] > 0
+    assert card['use']['warning'].startswith('This model is untrained') and card['use']['out_of_scope']
 
 
 def test_web_page_and_static_files(client):
@@ -87,11 +95,25 @@ def test_openapi_describes_requests_and_responses(client):
     assert op['responses']['413']['content']['application/json']['schema']['$ref'].endswith('/ErrorResponse')
     schemas = spec['components']['schemas']
     assert {'Prediction', 'BatchPrediction', 'Face', 'Box', 'Timings', 'Health', 'ErrorResponse'} <= set(schemas)
-    assert {'box', 'emotion', 'confidence', 'probs'} <= set(schemas['Face']['properties'])
+    assert {'box', 'emotion', 'confidence', 'probs', 'in_distribution', 'ood_score'} <= set(schemas['Face']['properties'])
     batch = spec['paths']['/predict/batch']['post']['requestBody']['content']['multipart/form-data']['schema']['$ref']
     assert spec['components']['schemas'][batch.split('/')[-1]]['properties']['files']['type'] == 'array'
     docs = client.get('/docs')
     assert docs.status_code == 200 and 'swagger' in docs.text.lower()
+
+
+def test_docs_need_no_cdn(client):
+    "/docs and /redoc name only files the server serves itself (tests/test_webpage.py renders them with the network cut)."
+    import re
+    for page, files in (('/docs', ('swagger-ui-bundle.js', 'swagger-ui.css')), ('/redoc', ('redoc.standalone.js',))):
+        r = client.get(page)
+        html = r.text
+        assert not re.search(r'(src|href)=["\']?(https?:)?//', html), html
+        assert "img-src 'self' data:" in r.headers['content-security-policy']
+        for f in files:
+            assert f'/docs-assets/{f}' in html
+            r = client.get(f'/docs-assets/{f}')
+            assert r.status_code == 200 and len(r.content) > 10_000, f
 
 
 def test_predict_crop(client):
@@ -105,6 +127,7 @@ def test_predict_crop(client):
     assert list(f['probs']) == CLASSES
     assert abs(sum(f['probs'].values()) - 1) < 1e-6 and all(0 <= p <= 1 for p in f['probs'].values())
     assert f['emotion'] == max(f['probs'], key=f['probs'].get) and f['confidence'] == f['probs'][f['emotion']]
+    assert isinstance(f['in_distribution'], bool) and isinstance(f['ood_score'], float)
     assert set(out['timings']) == {'decode_ms', 'detect_ms', 'infer_ms', 'log_ms', 'total_ms'}
     assert out['request_id'] == r.headers['x-request-id']
 
@@ -134,6 +157,21 @@ def test_detection_finds_the_face(client, torch_model):
     gray = np.asarray(read_image(PHOTO).convert('L'))[b['y']:b['y'] + b['h'], b['x']:b['x'] + b['w']]
     want = reference_probs(torch_model, preprocess_face(gray, 48)[None])[0]
     np.testing.assert_allclose(probs_of(out['faces'][0]), want, atol=1e-4)
+
+
+def test_several_faces_each_with_its_flag(client, predictor):
+    "A photo with two faces: two entries, each with its box, probabilities, out-of-distribution score and flag, as the predictor says."
+    from facemood.faces import find_faces
+    photo = two_faces_photo()
+    out = post(client, photo, 'two.jpg', detect=True).json()
+    assert (out['width'], out['height']) == (960, 480) and len(out['faces']) == 2
+    assert sorted(f['box']['x'] < 480 for f in out['faces']) == [False, True]   # one face in each half
+    want = predictor.predict(find_faces(photo).faces)
+    for k, f in enumerate(out['faces']):
+        assert set(f) == {'box', 'emotion', 'confidence', 'probs', 'in_distribution', 'ood_score'}
+        assert f['in_distribution'] is bool(want['in_distribution'][k]) and f['in_distribution'] is (f['ood_score'] <= predictor.ood.threshold)
+        np.testing.assert_allclose(f['ood_score'], want['ood_score'][k], rtol=1e-6)
+        np.testing.assert_allclose(probs_of(f), want['probs'][k], atol=1e-6)
 
 
 def test_no_face_is_an_empty_list(client):
@@ -301,7 +339,7 @@ def test_log_complete_under_concurrent_requests(registry_dir, tmp_path):
     assert (r['model'], r['model_version'], r['n_faces']) == ('demo', 1, 1)
     assert r['crop'].shape == (48, 48) and r['crop'].dtype == np.uint8
     assert abs(sum(r['probs'].values()) - 1) < 1e-6 and r['prediction'] == max(r['probs'], key=r['probs'].get)
-    for k in ('brightness', 'contrast', 'sharpness', 'decode_ms', 'detect_ms', 'infer_ms', 'box_w'): assert r[k] is not None, k
+    for k in ('brightness', 'contrast', 'sharpness', 'decode_ms', 'detect_ms', 'infer_ms', 'box_w', 'ood_score', 'in_distribution'): assert r[k] is not None, k
     assert 0 < r['brightness'] < 1 and r['ts'] > 1.7e9
 
 
@@ -314,6 +352,7 @@ def test_log_rows_match_responses(server, client):
         time.sleep(0.1)
     assert len(rows) == 1
     np.testing.assert_allclose(list(rows[0]['probs'].values()), probs_of(out['faces'][0]), atol=1e-12)
+    assert (rows[0]['in_distribution'], rows[0]['ood_score']) == (out['faces'][0]['in_distribution'], out['faces'][0]['ood_score'])
     assert decode_crop(rows[0]['crop']).tolist() == preprocess_face(read_image(CROP)).tolist()
     assert json.loads(json.dumps(rows[0]['probs'])) == rows[0]['probs']
 

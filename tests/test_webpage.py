@@ -1,13 +1,15 @@
-"""The web page in a real headless Chromium against a real server: upload, webcam, error messages.
+"""The web page in a real headless Chromium against a real server: upload, webcam, error messages, the model's warning and
+out-of-distribution faces, and the API docs with the network cut off.
 
 Needs selenium and Chromium with its driver (Debian: `apt-get install chromium chromium-driver`); skipped otherwise.
 """
 import os
 import shutil
 
+import numpy as np
 import pytest
-from serve_fixtures import *  # noqa: F403  (fixtures: registry_dir, server)
-from serve_fixtures import CLASSES
+from serve_fixtures import *  # noqa: F403  (fixtures: registry_dir, server, trained, trained_server)
+from serve_fixtures import CLASSES, png
 
 from facemood.images import sample_face
 
@@ -21,15 +23,31 @@ DRIVER = os.environ.get('FACEMOOD_CHROMEDRIVER') or shutil.which('chromedriver')
 pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="needs chromium and chromedriver")
 
 
-@pytest.fixture(scope='module')
-def browser():
+def chromium(*args):
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
     for a in ('--headless=new', '--no-sandbox', '--disable-dev-shm-usage', '--disable-gpu', '--window-size=1200,900',
-              '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream'):  # a fake camera, permission granted
+              '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream', *args):  # a fake camera, permission granted
         opts.add_argument(a)
     drv = webdriver.Chrome(options=opts, service=webdriver.ChromeService(executable_path=DRIVER))
     drv.set_page_load_timeout(30)
+    return drv
+
+
+@pytest.fixture(scope='module')
+def browser():
+    drv = chromium()
+    yield drv
+    drv.quit()
+
+
+# No network but the server's: every host name but 127.0.0.1 fails to resolve, and anything else would go to a dead proxy.
+OFFLINE = ('--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1', '--proxy-server=http://127.0.0.1:9', '--proxy-bypass-list=127.0.0.1')
+
+
+@pytest.fixture(scope='module')
+def offline_browser():
+    drv = chromium(*OFFLINE)
     yield drv
     drv.quit()
 
@@ -90,3 +108,66 @@ def test_webcam_sends_frames(browser, server):
     wait(browser, lambda b: 'server' in b.find_element(By.ID, 'status').text)
     browser.find_element(By.ID, 'camera').click()
     assert browser.find_element(By.ID, 'camera').text == 'Start webcam'
+
+
+def resources(browser) -> list:
+    "Every URL the page loaded (scripts, styles, images, fetches)."
+    return browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+
+
+def test_offline_browser_reaches_only_the_server(offline_browser, server):
+    "The network cut works: a CDN is unreachable, the server is not."
+    offline_browser.get(server.url + '/health')
+    assert '"ready":true' in offline_browser.find_element(By.TAG_NAME, 'body').text.replace(' ', '')
+    ok = offline_browser.execute_async_script(
+        "const done = arguments[0]; fetch('https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css', {mode: 'no-cors'})"
+        ".then(() => done(true), () => done(false));")
+    assert ok is False
+
+
+def test_docs_render_offline(offline_browser, server):
+    "Swagger UI lists the operations with no network but the server's; ReDoc renders too."
+    offline_browser.get(server.url + '/docs')
+    wait(offline_browser, EC.presence_of_element_located((By.CSS_SELECTOR, '.opblock-summary-path')), 60)
+    paths = {e.get_attribute('data-path') or e.text for e in offline_browser.find_elements(By.CSS_SELECTOR, '.opblock-summary-path')}
+    assert {'/health', '/model', '/predict', '/predict/batch', '/metrics', '/drift'} <= paths, paths
+    assert 'facemood' in offline_browser.find_element(By.CSS_SELECTOR, '.info .title').text
+    assert all(u.startswith(server.url) for u in resources(offline_browser)), resources(offline_browser)
+    offline_browser.get(server.url + '/redoc')
+    wait(offline_browser, lambda b: 'Emotions of the faces in one image' in b.find_element(By.TAG_NAME, 'body').text, 60)
+    blocked = ' '.join(e['message'] for e in offline_browser.get_log('browser') if 'Content Security Policy' in e['message'])
+    outside = [u for u in resources(offline_browser) if not u.startswith(server.url)]
+    assert all(u in blocked for u in outside), outside   # ReDoc's maker's logo: the page's policy stops the browser fetching it
+
+
+def test_untrained_model_warning(browser, server):
+    open_page(browser, server)
+    warning = wait(browser, EC.visibility_of_element_located((By.ID, 'model-warning')))
+    assert warning.text == 'This model is untrained (a demonstration): its answers mean nothing.'
+
+
+def test_synthetic_model_warning_and_unfamiliar_faces(browser, trained, trained_server, tmp_path):
+    "A model trained on synthetic faces: the page says so; a real photo's face is greyed out and labelled, a synthetic face is not."
+    from facemood.predictor import Predictor
+    browser.get(trained_server.url + '/')
+    wait(browser, EC.text_to_be_present_in_element((By.ID, 'model-info'), 'trained on facemood synthetic faces'))
+    warning = browser.find_element(By.ID, 'model-warning')
+    assert warning.is_displayed() and 'trained on synthetic faces only' in warning.text and 'not meant for real photos' in warning.text
+    photo = tmp_path / 'hopper.jpg'
+    photo.write_bytes(sample_face('photo'))
+    browser.find_element(By.ID, 'file').send_keys(str(photo))
+    face = wait(browser, EC.visibility_of_element_located((By.CSS_SELECTOR, '#faces .face')))
+    assert 'ood' in face.get_attribute('class').split() and face.get_attribute('data-in-distribution') == 'false'
+    assert float(face.value_of_css_property('opacity')) < 1 and 'grayscale' in face.value_of_css_property('filter')
+    assert 'do not trust this prediction' in face.find_element(By.CSS_SELECTOR, '.ood-note').text
+    assert 'unlike the training faces' in browser.find_element(By.ID, 'status').text
+    images = trained.data.get('test')[0]
+    ok = Predictor('tiny', registry=trained.registry).predict(images)['in_distribution']
+    synthetic = tmp_path / 'synthetic.png'
+    synthetic.write_bytes(png(images[int(np.argmax(ok))]))
+    browser.find_element(By.ID, 'detect').click()   # untick "find faces": the file is one face crop
+    browser.find_element(By.ID, 'file').send_keys(str(synthetic))
+    wait(browser, lambda b: b.find_element(By.CSS_SELECTOR, '#faces .face').get_attribute('data-in-distribution') == 'true')
+    face = browser.find_element(By.CSS_SELECTOR, '#faces .face')
+    assert 'ood' not in face.get_attribute('class').split() and not face.find_elements(By.CSS_SELECTOR, '.ood-note')
+    assert float(face.value_of_css_property('opacity')) == 1

@@ -6,8 +6,10 @@ const $ = (id) => document.getElementById(id);
 const els = {
   drop: $("drop"), file: $("file"), camera: $("camera"), detect: $("detect"), fps: $("fps"),
   error: $("error"), status: $("status"), image: $("image"), video: $("video"), stage: $("stage"),
-  overlay: $("overlay"), faces: $("faces"), info: $("model-info"),
+  overlay: $("overlay"), faces: $("faces"), info: $("model-info"), warning: $("model-warning"),
 };
+const OOD_COLOR = "#98a2b3";
+const OOD_NOTE = "Unlike the faces this model was trained on: do not trust this prediction.";
 const COLORS = ["#12b76a", "#3b6fd8", "#f79009", "#d444f1", "#f04438", "#0ba5ec", "#667085"];
 let stream = null, timer = null, inFlight = false, imageUrl = null;
 
@@ -31,9 +33,22 @@ async function loadInfo() {
     const h = await r.json();
     els.info.textContent = h.ready ? `model ${h.model} v${h.model_version} (${h.runtime}) · classes: ${h.classes.join(", ")}`
                                    : "the service is starting: the model is not loaded yet";
+    if (h.ready) await loadCard();
   } catch (e) {
     els.info.textContent = "cannot reach the service";
   }
+}
+
+async function loadCard() {
+  // The model card says what the model was trained on; a model trained on synthetic faces (or untrained) comes with a warning.
+  const r = await fetch("model");
+  if (!r.ok) return;
+  const card = await r.json();
+  const use = card.use || {};
+  const data = use.training_data || {};
+  if (data.name) els.info.textContent += ` · trained on ${data.name}`;
+  els.warning.textContent = use.warning || "";
+  els.warning.hidden = !use.warning;
 }
 
 async function predict(blob, name) {
@@ -60,11 +75,14 @@ function drawBoxes(result, width, height) {
   ctx.font = `${Math.max(12, line * 7)}px system-ui, sans-serif`;
   ctx.textBaseline = "bottom";
   result.faces.forEach((f, i) => {
-    const color = COLORS[i % COLORS.length];
+    const ood = f.in_distribution === false;  // null: the model has no out-of-distribution statistics
+    const color = ood ? OOD_COLOR : COLORS[i % COLORS.length];
     const x = f.box.x * sx, y = f.box.y * sy, w = f.box.w * sx, h = f.box.h * sy;
     ctx.strokeStyle = color; ctx.lineWidth = line;
+    ctx.setLineDash(ood ? [3 * line, 2 * line] : []);
     ctx.strokeRect(x, y, w, h);
-    const label = `${f.emotion} ${(100 * f.confidence).toFixed(0)}%`;
+    ctx.setLineDash([]);
+    const label = ood ? `? ${f.emotion} (unfamiliar face)` : `${f.emotion} ${(100 * f.confidence).toFixed(0)}%`;
     const tw = ctx.measureText(label).width + 2 * line, th = parseInt(ctx.font, 10) + line;
     const ty = y - th < 0 ? y + th : y;
     ctx.fillStyle = color; ctx.fillRect(x - line / 2, ty - th, tw, th);
@@ -75,13 +93,21 @@ function drawBoxes(result, width, height) {
 function renderFaces(result) {
   els.faces.replaceChildren();
   result.faces.forEach((f, i) => {
+    const ood = f.in_distribution === false;
     const card = document.createElement("div");
-    card.className = "face";
+    card.className = "face" + (ood ? " ood" : "");
+    card.dataset.inDistribution = String(f.in_distribution);
     const title = document.createElement("h3");
     title.className = "label";
-    title.style.color = COLORS[i % COLORS.length];
+    title.style.color = ood ? OOD_COLOR : COLORS[i % COLORS.length];
     title.textContent = f.emotion;
     card.append(title);
+    if (ood) {
+      const note = document.createElement("p");
+      note.className = "ood-note";
+      note.textContent = OOD_NOTE;
+      card.append(note);
+    }
     const top = f.emotion;
     for (const [cls, p] of Object.entries(f.probs)) {
       const row = document.createElement("div");
@@ -96,8 +122,10 @@ function renderFaces(result) {
     els.faces.append(card);
   });
   const n = result.faces.length;
+  const unfamiliar = result.faces.filter((f) => f.in_distribution === false).length;
   els.status.textContent = n === 0 ? "no face found" + (els.detect.checked ? ": try a closer, frontal face, or untick 'find faces'" : "")
-    : `${n} face${n > 1 ? "s" : ""} · server ${result.timings.total_ms.toFixed(1)} ms · model ${result.model} v${result.model_version}`;
+    : `${n} face${n > 1 ? "s" : ""}` + (unfamiliar ? ` (${unfamiliar} unlike the training faces)` : "")
+      + ` · server ${result.timings.total_ms.toFixed(1)} ms · model ${result.model} v${result.model_version}`;
 }
 
 async function handleFile(file) {
