@@ -44,7 +44,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 # %% ../nbs/12_app.ipynb #99643bcc
 from .drift import latest_drift_report
-from .faces import FaceDetector, find_faces
+from .faces import FaceDetector, find_faces, make_detector
 from .images import BadImage
 from .predictor import Predictor
 from .predlog import PredictionLog, log_url_setting
@@ -307,7 +307,7 @@ def create_app(model:str|None=None, # 'NAME[:VERSION]'; default: the only or new
             plog = PredictionLog(cfg['prediction_log'], retention, on_write=lambda o, n: metrics.log_rows.labels(o).inc(n))
             await run_in_threadpool(plog.start)
         metrics.model_info.labels(predictor.name, str(predictor.version), predictor.runtime).set(1)
-        det = detector or FaceDetector()
+        det = detector or make_detector()  # the face_detector setting: haar, or a YuNet ONNX file
         await run_in_threadpool(det, np.full((240, 320), 128, np.uint8))  # warm up
         app.state.service = Service(predictor, det, metrics, plog)
         log.info("facemood: serving %s v%d (%s); prediction log: %s", predictor.name, predictor.version, predictor.runtime,

@@ -28,18 +28,6 @@ from .predlog import count_prediction_log
 from .settings import FacemoodError, get_settings
 
 # %% ../nbs/12a_bench.ipynb #826aca28
-LOCUSTFILE = '''
-import os
-from locust import FastHttpUser, constant, task
-CROP = open(os.environ["FACEMOOD_BENCH_CROP"], "rb").read()
-class Client(FastHttpUser):
-    wait_time = constant(0)
-    @task
-    def predict(self):
-        with self.client.post("/predict?detect=false", files={"file": ("crop.png", CROP, "image/png")}, catch_response=True) as r:
-            if r.status_code != 200 or len(r.json().get("faces", [])) != 1: r.failure(f"status {r.status_code}")
-'''
-
 def _percentiles(ms:list) -> dict:
     a = np.asarray(ms, float)
     return dict(n=len(a), p50=round(float(np.percentile(a, 50)), 3), p95=round(float(np.percentile(a, 95)), 3),
@@ -59,6 +47,19 @@ def _sequential(url:str, data:bytes, name:str, detect:bool, n:int) -> dict:
             faces += len(j['faces'])
     return dict(latency_ms=_percentiles(lat), failures=fails, faces=faces,
                 server_ms={k: round(float(np.mean([s[k] for s in server])), 3) for k in server[0]} if server else {})
+
+# %% ../nbs/12a_bench.ipynb #1f9ed776
+LOCUSTFILE = '''
+import os
+from locust import FastHttpUser, constant, task
+CROP = open(os.environ["FACEMOOD_BENCH_CROP"], "rb").read()
+class Client(FastHttpUser):
+    wait_time = constant(0)
+    @task
+    def predict(self):
+        with self.client.post("/predict?detect=false", files={"file": ("crop.png", CROP, "image/png")}, catch_response=True) as r:
+            if r.status_code != 200 or len(r.json().get("faces", [])) != 1: r.failure(f"status {r.status_code}")
+'''
 
 def _hist_percentiles(times:dict) -> dict:
     "p50/p95/p99/mean from locust's {rounded ms: count}."
@@ -80,6 +81,7 @@ def _load_locust(url:str, crop_path:Path, users:int, seconds:float, work:Path) -
     return dict(tool='locust', users=users, seconds=round(el, 2), requests=n, failures=fails, successes=n - fails,
                 requests_per_s=round(n/el, 1), latency_ms=_hist_percentiles(st['response_times']) if n else {}, exit_code=p.returncode)
 
+# %% ../nbs/12a_bench.ipynb #317cfbfb
 def _served(url:str) -> dict:
     "What the server itself counted: successful /predict requests and faces."
     import httpx
@@ -110,7 +112,7 @@ def _load_threads(url:str, crop:bytes, users:int, seconds:float) -> dict:
     return dict(tool='threads', users=users, seconds=round(el, 2), requests=len(lat) + fails[0], failures=fails[0], successes=len(lat),
                 requests_per_s=round((len(lat) + fails[0])/el, 1), latency_ms=_percentiles(lat) if lat else {})
 
-# %% ../nbs/12a_bench.ipynb #0d8c19d1
+# %% ../nbs/12a_bench.ipynb #4790973e
 def _bench_markdown(r:dict) -> str:
     L = ["# facemood service benchmark", "", f"{r['when']} · model {r['model']} v{r['model_version']} · {r['cpus']} CPUs · "
          f"{r['workers']} worker(s) · {r['machine']}", "", "| scenario | n | p50 ms | p95 ms | p99 ms | req/s | failures |", "|---|---|---|---|---|---|---|"]
@@ -129,6 +131,7 @@ def _bench_markdown(r:dict) -> str:
           ', '.join(f"{k} {'ok' if v else 'MISSED'}" for k, v in r['targets'].items())]
     return '\n'.join(L) + '\n'
 
+# %% ../nbs/12a_bench.ipynb #42fb093d
 def benchmark_service(model:str|None=None, # 'NAME[:VERSION]'; default: the only or newest model
                       registry:str|Path|None=None, # registry root (default: the `registry_dir` setting)
                       out_dir:str|Path|None=None, # report folder (default: <outputs_dir>/bench/<time>)

@@ -115,21 +115,25 @@ def corrupt(images:np.ndarray, # uint8 (N,H,W)
     return CORRUPTIONS[name](images, int(severity), np.random.default_rng(seed))
 
 # %% ../nbs/11_drift.ipynb #d014f7f8
-SCALAR_FEATURES = ('brightness', 'contrast', 'sharpness', 'face_size', 'confidence')
+SCALAR_FEATURES = ('brightness', 'contrast', 'sharpness', 'face_size', 'confidence', 'ood_score')
 
 # %% ../nbs/11_drift.ipynb #09e9a45b
 def model_features(predictor:Predictor, # a registered model, loaded (`facemood.predictor.Predictor`)
                    images:np.ndarray, # uint8 (N,H,W)
                    batch_size:int=512,
                   ) -> dict:
-    "Confidence, predicted class, probabilities and penultimate embedding of every image, as the service computes them."
-    probs, embs = [], []
+    "Confidence, predicted class, probabilities, penultimate embedding and out-of-distribution score and flag of every image, as the service computes them."
+    probs, embs, scores, flags = [], [], [], []
     for i in range(0, len(images), batch_size):
         out = predictor.outputs(images[i:i+batch_size])
+        s, ok = predictor.flag(out)   # NaN and True for a model without out-of-distribution statistics
         probs.append(softmax(out['logits'])); embs.append(out['embedding'].reshape(len(out['embedding']), -1))
-    if not probs: return dict(confidence=np.zeros(0), predicted=np.zeros(0, np.int64), probs=np.zeros((0, 0)), embedding=np.zeros((0, 0)))
+        scores.append(s); flags.append(ok)
+    if not probs: return dict(confidence=np.zeros(0), predicted=np.zeros(0, np.int64), probs=np.zeros((0, 0)), embedding=np.zeros((0, 0)),
+                              ood_score=np.zeros(0), in_distribution=np.zeros(0, bool))
     p = np.concatenate(probs)
-    return dict(confidence=p.max(1), predicted=p.argmax(1), probs=p, embedding=np.concatenate(embs))
+    return dict(confidence=p.max(1), predicted=p.argmax(1), probs=p, embedding=np.concatenate(embs),
+                ood_score=np.concatenate(scores), in_distribution=np.concatenate(flags))
 
 def population_features(images:np.ndarray, # uint8 (N,H,W)
                         predictor:Predictor|None=None, # None: image statistics only
@@ -270,11 +274,14 @@ def drift_report(reference:dict, # features of the reference population (`popula
         dist = {side: dict(zip(names, (np.bincount(np.asarray(f['predicted'], np.int64), minlength=k)/len(f['predicted'])).round(4).tolist()))
                 for side, f in (('reference', reference), ('current', current))}
     else: skipped.append('predicted class')
+    ood = None
+    if all(np.isfinite(np.asarray(f.get('ood_score', []), float)).any() for f in (reference, current)):
+        ood = {side: float(1 - np.mean(f['in_distribution'])) for side, f in (('reference', reference), ('current', current))}
     for row, pa in zip(rows, holm([r['p_value'] for r in rows])):
         row.update(p_adjusted=float(pa), drift=bool(pa < alpha))
     drifted = [r['feature'] for r in rows if r['drift']]
     return dict(verdict='drift' if drifted else 'no drift', drifted=drifted, alpha=alpha, correction='holm',
-                n_reference=int(nr), n_current=int(nc), tests=rows, skipped=skipped, class_distribution=dist)
+                n_reference=int(nr), n_current=int(nc), tests=rows, skipped=skipped, class_distribution=dist, out_of_distribution=ood)
 
 def format_tests(report:dict) -> str:
     "The tests of a `drift_report` as a markdown table."
@@ -298,6 +305,8 @@ def drift_metrics(report:dict, # a `drift_report`
     for t in report['tests']:
         k = f"{TEST_KEYS[t['test']]}_{t['feature'].split()[0]}"
         m.update({f'{short}_{k}': t[long] for short, long in VALUE_KEYS.items()})
+    if report.get('out_of_distribution'):
+        m.update(ood_share_reference=report['out_of_distribution']['reference'], ood_share_current=report['out_of_distribution']['current'])
     if robustness:
         m.update(robust_clean_acc=robustness['clean'], robust_n=robustness['n'], tolerated=robustness['tolerated'],
                  robustness=[dict(r) for r in robustness['rows']])
@@ -496,6 +505,9 @@ def html_report(report:dict, # a `drift_report`
               [[r['test'], r['feature'], f"{r['statistic']:.4g}", f"{r['p_value']:.3g}", f"{r['p_adjusted']:.3g}",
                 f"{r['effect']} = {r['effect_size']:.3g}", 'yes' if r['drift'] else 'no'] for r in report['tests']])]
     if report.get('skipped'): parts.append(f"<p>Not tested (missing on a side): {_esc(', '.join(report['skipped']))}</p>")
+    if report.get('out_of_distribution'):
+        o = report['out_of_distribution']
+        parts.append(f"<p>Faces unlike the model's training faces (out-of-distribution flag): {o['reference']:.1%} of the reference, {o['current']:.1%} of the current population.</p>")
     if report.get('class_distribution'):
         cd = report['class_distribution']
         parts += ['<h2>Predicted classes</h2>', _table(['class', 'reference', 'current'],

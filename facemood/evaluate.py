@@ -32,6 +32,7 @@ def ten_crops(x:torch.Tensor, # float (B,C,H,W)
     crops += [c.flip(-1) for c in crops]
     return torch.stack([F.interpolate(c, size=(H, W), mode='bilinear', align_corners=False, antialias=True) for c in crops])
 
+# %% ../nbs/07_evaluate.ipynb #b540feb0
 @torch.no_grad()
 def predict_probs(model:torch.nn.Module, # returns logits for float (B,1,H,W)
                   images:np.ndarray, # uint8 (N,H,W) faces
@@ -53,7 +54,7 @@ def predict_probs(model:torch.nn.Module, # returns logits for float (B,1,H,W)
         out.append(p.cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
 
-# %% ../nbs/07_evaluate.ipynb #fe2cb051
+# %% ../nbs/07_evaluate.ipynb #f10aa64d
 def confusion_matrix(y_true:np.ndarray, y_pred:np.ndarray, n_classes:int) -> np.ndarray:
     "Counts (n_classes, n_classes): rows are true classes, columns predictions."
     return np.bincount(n_classes*np.asarray(y_true) + np.asarray(y_pred), minlength=n_classes**2).reshape(n_classes, n_classes)
@@ -68,6 +69,7 @@ def calibration_bins(probs:np.ndarray, y_true:np.ndarray, n_bins:int=15) -> dict
     ece = float((count*np.abs(acc-mean_conf)).sum()/max(len(conf), 1))
     return dict(confidence=mean_conf, accuracy=acc, count=count, ece=ece)
 
+# %% ../nbs/07_evaluate.ipynb #b8b03305
 def classification_metrics(y_true:np.ndarray, probs:np.ndarray, classes:list, prefix:str='test_') -> dict:
     "Accuracy, macro-F1, per-class precision/recall/F1, confusion matrix and ECE, as plain JSON-able values."
     y_true = np.asarray(y_true)
@@ -101,6 +103,7 @@ def plot_confusion(cm, classes:list, title:str='Confusion matrix (row-normalised
     fig.tight_layout()
     return fig
 
+# %% ../nbs/07_evaluate.ipynb #685f5f60
 def plot_reliability(probs:np.ndarray, y_true:np.ndarray, n_bins:int=15):
     "Reliability diagram: accuracy against confidence per bin, with the ECE."
     import matplotlib.pyplot as plt
@@ -113,6 +116,7 @@ def plot_reliability(probs:np.ndarray, y_true:np.ndarray, n_bins:int=15):
     fig.tight_layout()
     return fig
 
+# %% ../nbs/07_evaluate.ipynb #d1f1d74c
 def confident_mistakes(probs:np.ndarray, y_true:np.ndarray, k:int=16) -> np.ndarray:
     "Indices of the `k` wrong predictions made with the highest confidence."
     wrong = np.flatnonzero(probs.argmax(1) != y_true)

@@ -9,6 +9,7 @@ __all__ = ['OUTPUTS', 'ExportError', 'ServedNet', 'ood_layer_sizes', 'export_onn
            'fit_run_ood', 'export_run', 'load_model', 'demo_model']
 
 # %% ../nbs/08b_export.ipynb #4230bb66
+import warnings
 from pathlib import Path
 
 # %% ../nbs/08b_export.ipynb #b86348ea
@@ -19,7 +20,7 @@ import torch
 from .files import atomic_write, write_json
 from .images import to_model_input
 from .model import create_model
-from .ood import fit_ood, ood_summary, save_ood
+from .ood import OODError, fit_ood, ood_summary, save_ood
 from .registry import Registry, card_readme, make_card, register_run
 from .settings import FacemoodError
 from .sources import read_synthetic
@@ -121,6 +122,7 @@ def fit_run_ood(run_dir:str|Path, # holds the exported model.onnx
     run_dir, inp = Path(run_dir), card['input']
     feats = lambda x: graph_outputs(run_dir/'model.onnx', x, inp['mean'], inp['std'])['ood_features']
     (xtr, ytr), (xva, _), (xte, _) = data.get('train'), data.get('val'), data.get('test')
+    if not len(xva): raise OODError("no validation faces: the threshold is set on the validation split, which is empty")
     if len(xtr) > max_train:
         keep = np.sort(np.random.default_rng(seed).choice(len(xtr), max_train, replace=False))
         xtr, ytr = xtr[keep], ytr[keep]
@@ -143,7 +145,9 @@ def export_run(run_dir:str|Path, # the training run's folder
     check = export_onnx(model, run_dir/'model.onnx', img_size=card['input']['size'])
     save_weights(model, run_dir/'model.safetensors')
     card = dict(card, export=check)
-    if data is not None: card['ood'] = fit_run_ood(run_dir, data, card, false_flag_rate, ood_max_train)
+    if data is not None:
+        try: card['ood'] = fit_run_ood(run_dir, data, card, false_flag_rate, ood_max_train)
+        except OODError as e: warnings.warn(f"{run_dir}: no out-of-distribution statistics, so its predictions carry no flag: {e}", stacklevel=2)
     write_json(run_dir/'card.json', card)
     atomic_write(run_dir/'README.md', card_readme(card))
     return check

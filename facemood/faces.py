@@ -103,7 +103,7 @@ class FaceDetector:
     color = False  # looks at luma only
     def __init__(self, min_face:int|None=48,   # smallest face to find, in original pixels: the copy is shrunk by face_px/min_face
                  face_px:int=30,               # side a min_face face gets in the scanned copy (a little above the cascade's window)
-                 max_side:int|None=None,       # also shrink so that the longest side is at most this (256: the first version)
+                 max_side:int|None=1280,       # and so that the longest side is at most this: bounds the work on big photos (256: the first version)
                  scale_factor:float=1.1,       # cascade pyramid step: larger is faster, finds fewer faces
                  min_neighbors:int=5,          # detections needed to accept a face: larger, fewer false faces
                  min_weight:float|None=2.0,    # least confidence (the cascade's last-stage sum) of a face kept; None: all

@@ -40,6 +40,8 @@ def log_url_setting(value:str|None=None, # a URL, '' for the default, or 'off'; 
     return None if v.lower() in LOG_OFF else (v or default_log_url())
 
 # %% ../nbs/10_predlog.ipynb #9eed6435
+ADDED_COLUMNS = {'ood_score': sa.Float, 'in_distribution': sa.Boolean}  # columns newer than the first log format, NULL in older rows
+
 def _log_table(md:sa.MetaData) -> sa.Table:
     C = sa.Column
     return sa.Table('predictions', md,
@@ -56,7 +58,6 @@ def _log_table(md:sa.MetaData) -> sa.Table:
         C('crop_png', sa.LargeBinary),
         *(C(name, type_) for name, type_ in ADDED_COLUMNS.items()))
 
-ADDED_COLUMNS = {'ood_score': sa.Float, 'in_distribution': sa.Boolean}  # columns newer than the first log format, NULL in older rows
 
 def face_stats(face:np.ndarray, # uint8 (H,W)
               ) -> dict:
@@ -87,13 +88,15 @@ def _columns(eng:sa.Engine) -> set:
 
 def add_columns(eng:sa.Engine) -> list:
     "Add the columns a log written by an older facemood lacks (older rows get NULL); return their names."
-    missing = [k for k in ADDED_COLUMNS if k not in _columns(eng)]
-    with eng.begin() as c:
-        for k in missing:
-            try: c.exec_driver_sql(f"ALTER TABLE predictions ADD COLUMN {k} {ADDED_COLUMNS[k]().compile(dialect=eng.dialect)}")
-            except sa.exc.OperationalError as e:
-                if 'duplicate' not in str(e).lower(): raise   # another worker added it first
-    return missing
+    added = []
+    for k, type_ in ADDED_COLUMNS.items():
+        if k in _columns(eng): continue
+        try:
+            with eng.begin() as c: c.exec_driver_sql(f"ALTER TABLE predictions ADD COLUMN {k} {type_().compile(dialect=eng.dialect)}")
+            added.append(k)
+        except sa.exc.DBAPIError:
+            if k not in _columns(eng): raise   # unless another worker added it meanwhile
+    return added
 
 # %% ../nbs/10_predlog.ipynb #eb416643
 _STOP = object()

@@ -12,7 +12,6 @@ __all__ = ['FER2013_TRAIN', 'BENCH_N', 'StepTimer', 'reset_peak_rss', 'peak_rss_
 import logging
 import os
 import re
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -34,16 +33,16 @@ class StepTimer(Callback):
     def __init__(self,
                  warmup:int, # steps run first and not timed (compilation, allocator, autotuning)
                  steps:int, # timed steps of the throughput window
-                 sync_steps:int=0, # timed steps of the breakdown window, synchronised at every boundary (CUDA)
+                 sync_steps:int=0, # timed steps of the breakdown window, synchronised at every boundary (CUDA, MPS)
                 ):
         self.warmup, self.steps, self.sync_steps = warmup, steps, sync_steps
-        self.starts, self.ends, self.augment, self.cuda = [], [], {}, False
+        self.starts, self.ends, self.augment, self.cuda, self._synchronize = [], [], {}, False, None
 
     @property
     def total(self) -> int: return self.warmup + self.steps + self.sync_steps
 
     def _now(self, sync:bool) -> float:
-        if sync and self.cuda: torch.cuda.synchronize()
+        if sync and self._synchronize: self._synchronize()
         return time.perf_counter()
 
     def _sync(self, k:int) -> bool: return k >= self.warmup + self.steps   # step k is in the breakdown window
@@ -59,7 +58,9 @@ class StepTimer(Callback):
         return timed_hook
 
     def on_train_start(self, trainer, pl_module):
-        self.cuda = pl_module.device.type == 'cuda'
+        kind = pl_module.device.type
+        self.cuda = kind == 'cuda'
+        self._synchronize = torch.cuda.synchronize if kind == 'cuda' else torch.mps.synchronize if kind == 'mps' else None
         self.rss_reset = reset_peak_rss()
         if self.cuda: torch.cuda.reset_peak_memory_stats(pl_module.device)
         self.t0 = time.perf_counter()
@@ -121,15 +122,16 @@ def time_training(module:FERModule, # the model to train (already channels-last 
     "Train `warmup + steps` steps (and `steps` more, synchronised, on CUDA) with a real Trainer: `(trainer, StepTimer)`."
     if steps < 1 or warmup < 1: raise BenchmarkError(f"steps and warmup must be at least 1, got steps={steps}, warmup={warmup}")
     where = placement(device, devices=1)   # one device: `auto` resolves to the first GPU, else mps, else the CPU
-    timer = StepTimer(warmup, steps, sync_steps=steps if where['accelerator'] == 'gpu' else 0)
+    timer = StepTimer(warmup, steps, sync_steps=steps if where['accelerator'] in ('gpu', 'mps') else 0)   # asynchronous devices
     pl_log = logging.getLogger('pytorch_lightning')
     level = pl_log.level
     pl_log.setLevel(logging.WARNING)   # no "GPU available" banners around a JSON report
     dm.on_after_batch_transfer = timer.timed(dm.on_after_batch_transfer)   # Lightning calls the DataModule's hook by name
     try:
-        trainer = pl.Trainer(accelerator=where['accelerator'], devices=where['devices'], precision=precision, max_steps=timer.total, max_epochs=-1,
+        trainer = pl.Trainer(accelerator=where['accelerator'], devices=where['devices'], precision=precision,
+                             max_steps=timer.total, max_epochs=-1, limit_val_batches=0, num_sanity_val_steps=0, callbacks=[timer],
                              logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                             limit_val_batches=0, num_sanity_val_steps=0, use_distributed_sampler=False, callbacks=[timer])
+                             use_distributed_sampler=False)   # the DataModule's index-batch sampler, as in training
         with warnings.catch_warnings():
             warnings.filterwarnings('ignore', message='.*does not have many workers.*')   # batches are in memory already
             trainer.fit(module, dm)

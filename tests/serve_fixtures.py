@@ -95,9 +95,18 @@ def real_faces() -> dict:
 TINY = dict(synthetic_n=3000, max_epochs=8, tta=True)  # a compact_cnn on synthetic faces in under a minute on 2 cores
 
 
+_TRAINED = {}  # one training per test session: fixtures star-imported into several test modules are separate fixtures to pytest
+
+
 @pytest.fixture(scope='session')
 def trained(tmp_path_factory):
     "The quickstart recipe, scaled down, run by `facemood run train` (with TTA): `.registry`, `.name`, `.card`, `.data`, `.env`."
+    if 'tiny' not in _TRAINED: _TRAINED['tiny'] = train_tiny(tmp_path_factory.mktemp('trained'))
+    return _TRAINED['tiny']
+
+
+def train_tiny(root: Path):
+    "Run the train runbook with `TINY` parameters in a site under `root`; the registered model and its data."
     import json
     import os
     import subprocess
@@ -105,7 +114,6 @@ def trained(tmp_path_factory):
     from types import SimpleNamespace
     from facemood.cache import load_cache
     from facemood.registry import Registry
-    root = tmp_path_factory.mktemp('trained')
     env = dict(os.environ, **server_env(root, root / 'registry'), HF_HUB_OFFLINE='1', WANDB_MODE='offline', MPLBACKEND='Agg')
     args = ['run', 'train', '-f', 'params/base.yaml', '-f', 'params/quickstart.yaml', '-p', 'model_name', 'tiny']
     for k, v in TINY.items(): args += ['-p', k, json.dumps(v)]
@@ -113,9 +121,8 @@ def trained(tmp_path_factory):
     p = subprocess.run([str(exe), *args], env=env, cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     reg = Registry(root / 'registry')
-    card = reg.card('tiny')
     cache = next((root / 'data').rglob('*.npz'))
-    return SimpleNamespace(root=root, registry=root / 'registry', name='tiny', card=card, folder=reg.fetch('tiny'),
+    return SimpleNamespace(root=root, registry=root / 'registry', name='tiny', card=reg.card('tiny'), folder=reg.fetch('tiny'),
                            data=load_cache(cache), env=env)
 
 

@@ -1,7 +1,6 @@
 """Multi-process training through the train runbook: two CPU processes (gloo) are the code path of N GPUs, two local
 "nodes" the code path of N machines."""
 import json
-import os
 import subprocess
 import sys
 import time

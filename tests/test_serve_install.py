@@ -2,9 +2,7 @@
 ONNX model and benchmarks it. (Slow: it installs the serving dependencies; it runs in CI.)"""
 import json
 import subprocess
-import sys
 import venv
-from pathlib import Path
 
 import httpx
 
@@ -39,6 +37,7 @@ def test_serving_install_without_torch(tmp_path):
         r = httpx.post(f'http://127.0.0.1:{port}/predict', files={'file': ('hopper.jpg', sample_face('photo'))}, timeout=30)
         assert r.status_code == 200 and r.json()['model'] == 'demo' and len(r.json()['faces']) == 1, r.text
         assert httpx.get(f'http://127.0.0.1:{port}/health').json()['runtime'] == 'onnxruntime'
+        assert '/docs-assets/' in httpx.get(f'http://127.0.0.1:{port}/docs').text, 'Swagger UI from the service itself, not a CDN'
     finally:
         srv.terminate(); srv.wait(30)
     p = subprocess.run([str(bin_ / 'facemood'), 'bench', '--seconds', '2', '--users', '2', '--requests', '20', '--out', str(tmp_path / 'bench')],
