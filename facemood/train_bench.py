@@ -189,7 +189,7 @@ def benchmark_training(arch:str='compact_cnn', # an architecture `create_model` 
 def format_benchmark(r:dict) -> str:
     "A short table of a `benchmark_training` result."
     opts = ', '.join(o for o in ('compile' if r['compile'] else '', 'channels-last' if r['channels_last'] else '') if o)
-    where = r['gpu_name'] or f"{r['cpu_count']} CPUs, {r['torch_threads']} torch threads"
+    where = r['gpu_name'] or f"{r['cpu_count']} CPUs, {r['torch_threads']} torch thread{'s' if r['torch_threads'] != 1 else ''}"
     mem = f"{r['peak_rss_mb']:,} MiB RSS" if r['peak_rss_mb'] is not None else 'n/a'
     if r['cuda_peak_mb'] is not None: mem += f", {r['cuda_peak_mb']:,} MiB CUDA"
     rows = [('images/s', f"{r['images_per_s']:,.0f}"),
