@@ -86,3 +86,14 @@ def test_prepare_only(site):
     nb = nbformat.read(rj.parent / 'train.ipynb', as_version=4)
     injected = [c for c in nb.cells if 'injected-parameters' in c.metadata.get('tags', [])]
     assert injected and 'synthetic_n = 700' in injected[0].source
+
+
+def test_train_parameters_are_constructor_arguments():
+    "Every parameter of the train runbook is an argument of what it builds (by name), or one of the runbook's own."
+    from facemood.runs import runbook_parameters
+    from facemood.train import fit_targets
+    declared = set(runbook_parameters(Path(__file__).resolve().parents[1] / 'nbs' / 'runbooks' / 'train.ipynb'))
+    targets = {n for names in fit_targets().values() for n in names}
+    own = {'synthetic_n', 'tta', 'eval_split', 'model_name', 'run_dir'}
+    assert declared - targets - own == set(), f"train runbook parameters that map to nothing: {declared - targets - own}"
+    assert {'lr', 'aug_rotate', 'devices', 'trainer', 'batch_size', 'seed'} <= declared & targets
