@@ -307,7 +307,7 @@ def create_app(model:str|None=None, # 'NAME[:VERSION]'; default: the only or new
             plog = PredictionLog(cfg['prediction_log'], retention, on_write=lambda o, n: metrics.log_rows.labels(o).inc(n))
             await run_in_threadpool(plog.start)
         metrics.model_info.labels(predictor.name, str(predictor.version), predictor.runtime).set(1)
-        det = detector or make_detector()  # the face_detector setting: haar, or a YuNet ONNX file
+        det = detector or make_detector()  # the face_detector setting: yunet (the default), haar, or a YuNet ONNX file
         await run_in_threadpool(det, np.full((240, 320), 128, np.uint8))  # warm up
         app.state.service = Service(predictor, det, metrics, plog)
         log.info("facemood: serving %s v%d (%s); prediction log: %s", predictor.name, predictor.version, predictor.runtime,

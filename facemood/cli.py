@@ -11,6 +11,7 @@ __all__ = ['QUICKSTART', 'cmd_settings', 'cmd_data_build', 'cmd_data_info', 'cmd
 
 # %% ../nbs/14_cli.ipynb #0ef7b605
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -135,7 +136,14 @@ def cmd_bench_train(args):
 def cmd_bench_faces(args):
     "Face detection on multi-face photos made from real portraits: faces found, false faces, latency per photo size."
     from facemood.detect_bench import benchmark_detection
-    r = benchmark_detection(out_dir=args.out)
+    with contextlib.ExitStack() as stack:
+        servers = {}
+        if args.service:  # the registry's model served with the first version's detector and with the configured one
+            from facemood.app import serve_in_background
+            for spec in dict.fromkeys(['haar-256', str(get_settings().face_detector).strip() or 'yunet']):
+                srv = stack.enter_context(serve_in_background(model=args.model, log_url='off', env={'FACEMOOD_FACE_DETECTOR': spec}))
+                servers[f'service {Path(spec).name}'] = srv.url
+        r = benchmark_detection(out_dir=args.out, repeats=args.repeats, server=servers, progress=args.progress)
     print(json.dumps(r, indent=2, default=str) if args.json else Path(r['report']).read_text())
 
 # %% ../nbs/14_cli.ipynb #d7a7c86d
@@ -221,6 +229,10 @@ def _serve_parsers(sub):
     t.set_defaults(func=cmd_bench_train)
     f = what.add_parser('faces', help="face detection on multi-face photos: faces found, false faces, latency per size")
     f.add_argument('--out', help="report folder (default: <outputs_dir>/bench/faces-<time>)")
+    f.add_argument('--service', action='store_true', help="also time /predict of the service (the registry's model), with the first and the configured detector")
+    f.add_argument('--model', help="with --service: NAME[:VERSION] (default: the only or newest registered model)")
+    f.add_argument('--repeats', type=int, default=3, help="timed runs per photo and detector")
+    f.add_argument('--progress', action='store_true', help="a line per photo and detector")
     f.add_argument('--json', action='store_true', help="as JSON")
     f.set_defaults(func=cmd_bench_faces)
     p = sub.add_parser('predict', help="emotions of the faces in images, folders and videos, without a server")

@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 # %% ../nbs/09c_detect_bench.ipynb #69ccd2f3
-from .faces import box_iou, find_faces, make_detector
+from .faces import box_iou, detectors, find_faces, make_detector
 from .files import atomic_write, write_json
 from .images import sample_face
 from .settings import FacemoodError, get_settings
@@ -203,16 +203,16 @@ def _p50(xs) -> float|None: return round(float(np.median(xs)), 1) if len(xs) els
 
 def _default_detectors() -> list:
     spec = str(get_settings().face_detector).strip()
-    return ['haar-256', 'haar'] + ([spec] if spec.lower().endswith('.onnx') else [])
+    return ['haar-256', 'haar', 'yunet'] + ([spec] if spec and spec not in detectors else [])
 
-def _label(spec) -> str: return 'yunet' if str(spec).lower().endswith('.onnx') else str(spec)
+def _label(spec) -> str: return str(spec) if str(spec) in detectors else Path(str(spec)).name
 
-def _post(url:str, photo:TestPhoto) -> tuple:
-    import httpx
+def _post(client, photo:TestPhoto) -> tuple:
+    "Post a photo to /predict of a service (an `httpx.Client` that keeps its connection, as browsers and apps do): (boxes, ms)."
     t0 = time.perf_counter()
-    r = httpx.post(url.rstrip('/') + '/predict', files={'file': (f'{photo.name}.jpg', photo.data, 'image/jpeg')}, timeout=120)
+    r = client.post('/predict', files={'file': (f'{photo.name}.jpg', photo.data, 'image/jpeg')})
     ms = (time.perf_counter() - t0)*1e3
-    if r.status_code != 200: raise FacemoodError(f"{url}/predict answered {r.status_code} for {photo.name}.jpg: {r.text[:300]}")
+    if r.status_code != 200: raise FacemoodError(f"{client.base_url}predict answered {r.status_code} for {photo.name}.jpg: {r.text[:300]}")
     return [[f['box'][k] for k in 'xywh'] for f in r.json()['faces']], ms
 
 # %% ../nbs/09c_detect_bench.ipynb #3b4e33d4
@@ -222,14 +222,19 @@ def run_detection(photos:list, # `TestPhoto`s
                   servers:dict|None=None, # label -> URL of a running facemood service, measured through its /predict
                   progress:bool=False) -> dict:
     "Per detector (or server) label: one row per photo (faces present, found, false, latencies)."
-    servers = servers or {}
-    rows = {k: [] for k in detectors} | {k: [] for k in servers}
-    for det in detectors.values(): find_faces(photos[0].data, 48, True, det)   # warm up
+    clients = {}
+    if servers:
+        import httpx
+        clients = {k: httpx.Client(base_url=u, timeout=120) for k, u in servers.items()}
+    rows = {k: [] for k in detectors} | {k: [] for k in clients}
+    for w in {p.size: p for p in photos}.values():   # warm up, once per photo size (ONNX Runtime prepares each input shape once)
+        for det in detectors.values(): find_faces(w.data, 48, True, det)
+        for c in clients.values(): _post(c, w)
     for p in photos:
         for label in rows:
             ms, dec, boxes = [], [], None
             for _ in range(repeats):
-                if label in servers: boxes, t = _post(servers[label], p); ms.append(t)
+                if label in clients: boxes, t = _post(clients[label], p); ms.append(t)
                 else:
                     t0 = time.perf_counter()
                     fc = find_faces(p.data, 48, True, detectors[label], p.name)
@@ -237,6 +242,7 @@ def run_detection(photos:list, # `TestPhoto`s
             m = match_faces(p.boxes, boxes)
             rows[label].append(dict(photo=p.name, size=p.size, **m, ms=[round(x, 1) for x in ms], decode_ms=_p50(dec), boxes=np.asarray(boxes).tolist()))
             if progress: print(f"{label:>9} {p.name:<12} {m['found']}/{m['present']} found, {m['false']} false, p50 {_p50(ms)} ms", flush=True)
+    for c in clients.values(): c.close()
     return rows
 
 def summarize(rows:dict) -> dict:
@@ -278,7 +284,7 @@ def format_report(result:dict) -> str:
     return '\n'.join(lines) + '\n'
 
 def benchmark_detection(out_dir:str|Path|None=None, # report folder (default: <outputs_dir>/bench/faces-<time>)
-                        detectors:list|None=None, # detector specs (`make_detector`); default: haar-256, haar, and YuNet if configured
+                        detectors:list|None=None, # detector specs (`make_detector`); default: haar-256, haar, yunet (and a configured file)
                         photos:list|None=None, # photo names (default: all of `PHOTOS`)
                         repeats:int=3, # timed runs per photo and detector
                         server:str|dict|None=None, # URL of a running facemood service to measure too (or label -> URL)

@@ -31,7 +31,7 @@ DEFAULTS = dict(
     prediction_log='',                    # the service's SQL URL; '' : sqlite <outputs_dir>/predictions.sqlite; off: none
     log_retention_days='30',              # prediction log rows older than this are deleted; 0 keeps all
     max_upload_mb='10',                   # largest upload the service accepts
-    face_detector='haar',                 # haar (OpenCV's bundled cascade), or the path of OpenCV's YuNet ONNX file
+    face_detector='yunet',                # yunet (shipped with facemood), haar (OpenCV's cascade), or the path of a YuNet ONNX file
 )
 WANDB_MODES = ('offline', 'online', 'disabled')
 

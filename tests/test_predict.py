@@ -33,7 +33,7 @@ def two_people_video(path: Path, n: int = 16, size=(640, 360), fps: float = 8.0)
 
 
 def env_for(site, registry_dir):
-    return dict(site, FACEMOOD_REGISTRY_DIR=str(registry_dir), FACEMOOD_FACE_DETECTOR='haar')
+    return dict(site, FACEMOOD_REGISTRY_DIR=str(registry_dir))
 
 
 def test_video_faces_keep_their_ids(tmp_path, site, registry_dir):
