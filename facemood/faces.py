@@ -82,9 +82,10 @@ def square_box(x, y, w, h, # a box in image pixels
                expand:float=0.0, # enlarge the side by this fraction
               ) -> tuple:
     "The square box with the same centre and side `max(w, h)*(1+expand)`, clipped to the image."
-    side, cx, cy = max(w, h)*(1 + expand), x + w/2, y + h/2
-    x0, y0 = max(0, round(cx - side/2)), max(0, round(cy - side/2))
-    x1, y1 = min(width, round(cx + side/2)), min(height, round(cy + side/2))
+    side, cx, cy = round(max(w, h)*(1 + expand)), x + w/2, y + h/2
+    x0, y0 = round(cx - side/2), round(cy - side/2)
+    x1, y1 = min(width, x0 + side), min(height, y0 + side)
+    x0, y0 = max(0, x0), max(0, y0)
     return (x0, y0, max(1, x1 - x0), max(1, y1 - y0))
 
 def box_iou(a, b) -> float:
