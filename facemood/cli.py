@@ -140,7 +140,8 @@ def cmd_bench_faces(args):
         servers = {}
         if args.service:  # the registry's model served with the first version's detector and with the configured one
             from facemood.app import serve_in_background
-            for spec in dict.fromkeys(['haar-256', str(get_settings().face_detector).strip() or 'yunet']):
+            from facemood.faces import detector_setting
+            for spec in dict.fromkeys(['haar-256', detector_setting()[0]]):
                 srv = stack.enter_context(serve_in_background(model=args.model, log_url='off', env={'FACEMOOD_FACE_DETECTOR': spec}))
                 servers[f'service {Path(spec).name}'] = srv.url
         r = benchmark_detection(out_dir=args.out, repeats=args.repeats, server=servers, progress=args.progress)

@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 # %% ../nbs/09c_detect_bench.ipynb #69ccd2f3
-from .faces import box_iou, detectors, find_faces, make_detector
+from .faces import box_iou, detector_setting, detectors, find_faces, make_detector
 from .files import atomic_write, write_json
 from .images import sample_face
 from .settings import FacemoodError, get_settings
@@ -202,8 +202,8 @@ def match_faces(truth, # true boxes (K,4)
 def _p50(xs) -> float|None: return round(float(np.median(xs)), 1) if len(xs) else None
 
 def _default_detectors() -> list:
-    spec = str(get_settings().face_detector).strip()
-    return ['haar-256', 'haar', 'yunet'] + ([spec] if spec and spec not in detectors else [])
+    spec = detector_setting()[0]
+    return ['haar-256', 'haar', 'yunet'] + ([spec] if spec not in detectors else [])
 
 def _label(spec) -> str: return str(spec) if str(spec) in detectors else Path(str(spec)).name
 

@@ -7,7 +7,8 @@ Docs: https://facemood.github.io/facemood/faces.html.md"""
 # %% auto #0
 __all__ = ['FAST_PIXELS', 'YUNET_FILE', 'YUNET_URL', 'detectors', 'luma', 'decode_photo', 'square_box', 'box_iou', 'FaceDetector',
            'FaceDetectorError', 'yunet_rows', 'YuNetDetector', 'yunet_detector', 'haar_detector', 'haar_256_detector',
-           'make_detector', 'default_detector', 'FaceCrops', 'upright_crop', 'crop_faces', 'find_faces']
+           'detector_setting', 'make_detector', 'default_detector', 'FaceCrops', 'upright_crop', 'crop_faces',
+           'find_faces']
 
 # %% ../nbs/09_faces.ipynb #737e1131
 import functools
@@ -209,7 +210,7 @@ class YuNetDetector:
         self.min_face, self.face_px, self.max_pixels, self.score, self.nms, self.expand = min_face, face_px, max_pixels, score, nms, expand
         self.upright, self.roll_px, self.big_side = upright, roll_px, big_side
         self.path = Path(path) if path else Path(str(importlib.resources.files('facemood')/YUNET_FILE))
-        where = f"face_detector is {str(path)!r} (from {origin})"
+        where = f"face_detector is {str(path or 'yunet')!r} (from {origin})"
         if not self.path.is_file():
             raise FaceDetectorError(f"{where} but there is no such file: give the path of a YuNet ONNX file "
                                     f"(yunet_s_dynamic.onnx from {YUNET_URL}), or set face_detector=yunet to use the one facemood ships")
@@ -327,9 +328,10 @@ def haar_256_detector(**kw):
     "The first version: Haar cascade on a copy shrunk to 256 pixels."
     return FaceDetector(**dict(dict(min_face=None, max_side=256, scale_factor=1.2, min_weight=None, verify=None), **kw))
 
-def _setting():
+def detector_setting() -> tuple:
+    "(the `face_detector` setting, where it came from); a relative path in `settings.ini` is taken from the file's folder."
     s = get_settings()
-    spec, origin = str(s.face_detector).strip(), s.origins['face_detector']
+    spec, origin = str(s.face_detector).strip() or 'yunet', s.origins['face_detector']
     if s.file and origin == str(s.file) and spec not in detectors and not Path(spec).expanduser().is_absolute():
         spec = str((s.file.parent/Path(spec).expanduser()).resolve())
     return spec, origin
@@ -338,8 +340,7 @@ def make_detector(spec:str|None=None, # 'yunet', 'haar', 'haar-256', or the path
                   **kw, # options of the detector (`min_face`, ...)
                  ):
     "The face detector that `spec` (or the `face_detector` setting) names."
-    spec, origin = (str(spec).strip(), 'argument') if spec is not None else _setting()
-    spec = spec or 'yunet'
+    spec, origin = (str(spec).strip() or 'yunet', 'argument') if spec is not None else detector_setting()
     if spec in detectors: return detectors[spec](**kw)
     if spec.lower().endswith('.onnx') or '/' in spec or os.sep in spec: return YuNetDetector(spec, origin=origin, **kw)
     e = detectors.unknown(spec)
@@ -350,7 +351,7 @@ def _cached_detector(spec:str): return make_detector(spec)
 
 def default_detector():
     "The detector of the `face_detector` setting, made once per setting value."
-    return _cached_detector(_setting()[0] or 'yunet')
+    return _cached_detector(detector_setting()[0])
 
 # %% ../nbs/09_faces.ipynb #f973b590
 @dataclass
