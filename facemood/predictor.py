@@ -8,10 +8,12 @@ Docs: https://facemood.github.io/facemood/predictor.html.md"""
 __all__ = ['softmax', 'Predictor']
 
 # %% ../nbs/09a_predictor.ipynb #b400872f
+import functools
 from pathlib import Path
 
 # %% ../nbs/09a_predictor.ipynb #2c40efae
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 # %% ../nbs/09a_predictor.ipynb #12fd11ad
 from .images import to_model_input
@@ -26,14 +28,18 @@ def softmax(logits:np.ndarray) -> np.ndarray:
     return e/e.sum(-1, keepdims=True)
 
 # %% ../nbs/09a_predictor.ipynb #fe43f1d5
+@functools.cache
+def _blas() -> ThreadpoolController: return ThreadpoolController()
+
 class Predictor:
     "A registered model loaded once: ONNX Runtime (torch only without an ONNX file); uint8 faces -> probabilities and OOD flags."
     def __init__(self, model:str|None=None, # 'NAME[:VERSION]'; default: the only or newest model
                  version:str|int|None=None,
                  registry:Registry|str|Path|None=None, # a Registry or its root (default: the `registry_dir` setting)
-                 threads:int=1, # ONNX Runtime intra-op threads per inference
+                 threads:int=1, # threads per inference: ONNX Runtime's and numpy's (BLAS)
                 ):
         reg = registry if isinstance(registry, Registry) else Registry(registry)
+        self.threads = max(1, threads)
         self.name, self.version = resolve_model(model, version, reg)
         self.card = reg.card(self.name, self.version)
         self.card.setdefault('use', model_use(self.card.get('data')))  # versions registered before cards said what a model is for
@@ -81,7 +87,8 @@ class Predictor:
         "(`ood_score` (N,), `in_distribution` (N,) bool) from `outputs`; NaN and True without statistics."
         n = len(out['logits'])
         if self.ood is None: return np.full(n, np.nan), np.ones(n, bool)
-        return self.ood.flag(out['ood_features'])
+        with _blas().limit(limits=self.threads, user_api='blas'):  # idle BLAS threads spin for a while: otherwise they slow the next photo's face detection by a quarter (12-MP photos)
+            return self.ood.flag(out['ood_features'])
 
     def predict(self, faces:np.ndarray) -> dict:
         "What the service says of each face: `probs` (N,C), `embedding` (N,D), `ood_score` (N,) and `in_distribution` (N,) bool."
