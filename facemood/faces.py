@@ -53,8 +53,7 @@ def photo_size(data:bytes) -> tuple|None:
     except Exception: return None
     return (h, w) if turned else (w, h)
 
-_IMREAD = {1: (cv2.IMREAD_GRAYSCALE, cv2.IMREAD_COLOR), 2: (cv2.IMREAD_REDUCED_GRAYSCALE_2, cv2.IMREAD_REDUCED_COLOR_2),
-           4: (cv2.IMREAD_REDUCED_GRAYSCALE_4, cv2.IMREAD_REDUCED_COLOR_4), 8: (cv2.IMREAD_REDUCED_GRAYSCALE_8, cv2.IMREAD_REDUCED_COLOR_8)}
+_IMREAD = {1: (cv2.IMREAD_GRAYSCALE, cv2.IMREAD_COLOR), 2: (cv2.IMREAD_REDUCED_GRAYSCALE_2, cv2.IMREAD_REDUCED_COLOR_2)}
 
 def luma(bgr:np.ndarray) -> np.ndarray:
     "BGR uint8 -> the luma PIL computes (the training images' grayscale), e.g. for video frames."
@@ -63,7 +62,7 @@ def luma(bgr:np.ndarray) -> np.ndarray:
 def decode_photo(data:bytes, # the image file's bytes
                  name:str='upload', # how errors call the image
                  color:bool=False, # also return a BGR copy (for a detector that looks at colour)
-                 reduce:int=1, # 2, 4 or 8: a JPEG above FAST_PIXELS is decoded at 1/reduce of its size (others at full size)
+                 reduce:int=1, # 2: a JPEG above FAST_PIXELS is decoded at half size (other files at full size)
                 ) -> tuple:
     "Image bytes -> (uint8 luma, BGR uint8 or None), EXIF orientation applied; full size unless `reduce`; `BadImage` says what is wrong."
     big = _complete_jpeg_or_png(data) and FAST_PIXELS < _pixels(data) <= MAX_PIXELS
@@ -420,8 +419,8 @@ def crop_faces(gray:np.ndarray, # the decoded image, uint8 luma
 
 def reduction(scan:float, # how much the detector shrinks the photo (its `scale`)
              ) -> int:
-    "How much to shrink a large JPEG while decoding it: the largest of 1, 2, 4, 8 whose decode the detector enlarges at most 1.2 times."
-    return max(r for r in (1, 2, 4, 8) if r*scan <= 1.2)
+    "2 (decode a large JPEG at half size) where the detector would enlarge that at most 1.2 times, else 1."
+    return 2 if 2*scan <= 1.2 else 1
 
 def find_faces(data:bytes, # image bytes
                size:int=48, # side of the crops (the model card's input size)
@@ -436,7 +435,7 @@ def find_faces(data:bytes, # image bytes
     gray, color = decode_photo(data, name, color=bool(det is not None and getattr(det, 'color', False)),
                                reduce=reduction(det.scale(*photo)) if photo else 1)
     decode_ms = (time.perf_counter() - t0)*1e3
-    reduced = photo and any(gray.shape[::-1] == (-(-photo[0]//r), -(-photo[1]//r)) for r in (2, 4, 8))   # libjpeg rounds up
+    reduced = photo and gray.shape[::-1] == (-(-photo[0]//2), -(-photo[1]//2))   # decoded at half size (libjpeg rounds up)
     fc = crop_faces(gray, size, detect, det, color, photo if reduced else None)
     fc.decode_ms = decode_ms
     return fc
