@@ -44,7 +44,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 # %% ../nbs/12_app.ipynb #99643bcc
 from .drift import latest_drift_report
-from .faces import FaceDetector, find_faces, make_detector
+from .faces import find_faces, make_detector
 from .images import BadImage
 from .predictor import Predictor
 from .predlog import PredictionLog, log_url_setting
@@ -225,7 +225,7 @@ class ObserveRequests:
 # %% ../nbs/12_app.ipynb #ab8dc981
 class Service:
     "What a running app holds: the predictor, the face detector, the prediction log and the metrics."
-    def __init__(self, predictor:Predictor, detector:FaceDetector, metrics:ServiceMetrics, plog:PredictionLog|None=None):
+    def __init__(self, predictor:Predictor, detector, metrics:ServiceMetrics, plog:PredictionLog|None=None):
         self.predictor, self.detector, self.metrics, self.log, self.started = predictor, detector, metrics, plog, time.time()
 
     def predict(self, files:list, # (filename, bytes) per image
@@ -288,7 +288,7 @@ def create_app(model:str|None=None, # 'NAME[:VERSION]'; default: the only or new
                log_url:str|None=None, # prediction log URL; default: FACEMOOD_PREDICTION_LOG; 'off' disables it
                max_upload_mb:float|None=None, # default: FACEMOOD_MAX_UPLOAD_MB
                retention_days:float|None=None, # default: FACEMOOD_LOG_RETENTION_DAYS
-               detector:FaceDetector|None=None,
+               detector=None, # a face detector (`make_detector`); default: the `face_detector` setting's
                threads:int=1, # ONNX Runtime intra-op threads
                max_batch:int=64, # most files in one /predict/batch request
               ) -> FastAPI:

@@ -40,15 +40,10 @@ def _complete_jpeg_or_png(data:bytes) -> bool:
     if data[:8] == b'\x89PNG\r\n\x1a\n': return data.rstrip(b'\0').endswith(b'IEND\xaeB`\x82')
     return False
 
-def _pixels(data:bytes) -> int:
-    try: w, h = Image.open(io.BytesIO(data)).size  # reads the header only
-    except Exception: return 0
-    return w*h
-
 def photo_size(data:bytes) -> tuple|None:
     "(width, height) of an image as it is viewed (EXIF orientation applied), from its header; None where PIL cannot read it."
     try:
-        im = Image.open(io.BytesIO(data))
+        im = Image.open(io.BytesIO(data))  # reads the header only
         (w, h), turned = im.size, im.getexif().get(0x0112) in (5, 6, 7, 8)
     except Exception: return None
     return (h, w) if turned else (w, h)
@@ -65,7 +60,7 @@ def decode_photo(data:bytes, # the image file's bytes
                  reduce:int=1, # 2: a JPEG above FAST_PIXELS is decoded at half size (other files at full size)
                 ) -> tuple:
     "Image bytes -> (uint8 luma, BGR uint8 or None), EXIF orientation applied; full size unless `reduce`; `BadImage` says what is wrong."
-    big = _complete_jpeg_or_png(data) and FAST_PIXELS < _pixels(data) <= MAX_PIXELS
+    big = _complete_jpeg_or_png(data) and FAST_PIXELS < math.prod(photo_size(data) or (0,)) <= MAX_PIXELS
     if big or (color and is_plain(data)):
         r = reduce if big and data[:3] == b'\xff\xd8\xff' else 1   # libjpeg scales while it decodes: 1/2 size takes half the time
         a = cv2.imdecode(np.frombuffer(data, np.uint8), _IMREAD[r][color])

@@ -8,6 +8,7 @@ Docs: https://facemood.github.io/facemood/ood.html.md"""
 __all__ = ['OOD_METHOD', 'OODError', 'LayerStats', 'OODStats', 'fit_layer', 'fit_ood', 'save_ood', 'load_ood', 'ood_summary']
 
 # %% ../nbs/08a_ood.ipynb #5d2a7e5a
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,12 +39,18 @@ class LayerStats:
                 ) -> np.ndarray:
         "Mahalanobis distance (N,) of each row to the nearest class mean."
         sqd = lambda A, B: (A**2).sum(1)[:, None] - 2*A @ B.T + (B**2).sum(1)[None]   # squared distances, (N,C), in float64
-        W = self.components/np.sqrt(self.variances)[:, None]   # whitening along the kept axes
-        m2 = sqd(X @ W.T, self.means @ W.T)
+        W, white_means, kept_means = self._projections
+        m2 = sqd(X @ W.T, white_means)
         if self.residual > 0:  # the part of x - mu_c outside the kept axes, at the residual variance
-            out = sqd(X, self.means) - sqd(X @ self.components.T, self.means @ self.components.T)
+            out = sqd(X, self.means) - sqd(X @ self.components.T, kept_means)
             m2 = m2 + np.maximum(out, 0)/self.residual
         return np.sqrt(np.maximum(m2, 0).min(1))
+
+    @functools.cached_property
+    def _projections(self) -> tuple:
+        "(whitening along the kept axes, the class means whitened, the class means on the kept axes): computed once, not per face."
+        W = self.components/np.sqrt(self.variances)[:, None]
+        return W, self.means @ W.T, self.means @ self.components.T
 
 # %% ../nbs/08a_ood.ipynb #72ddbce0
 @dataclass

@@ -318,7 +318,7 @@ def predict_paths(paths:list|str|Path, # image files, folders (searched recursiv
         writer.abort()
         raise
     for s in sources:
-        rows = [r for r in run.per_file.get(str(s.path), [])]
+        rows = run.per_file.get(str(s.path), [])
         if s.kind != 'video' or not rows or (annotate is None and out is None): continue
         where = annotate/f"{s.rel.with_suffix('')}_emotions.png" if annotate else Path(out).with_name(f"{Path(out).stem}_{s.path.stem}_emotions.png")
         plots.append(str(_save_figure(plot_emotions(rows, predictor.classes, str(s.path)), where)))

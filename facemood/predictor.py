@@ -47,25 +47,25 @@ class Predictor:
         self.size, self.mean, self.std, self.classes = int(inp['size']), float(inp['mean']), float(inp['std']), list(self.card['classes'])
         self.folder = reg.fetch(self.name, self.version)
         self.ood = load_ood(self.folder/'ood.npz') if (self.folder/'ood.npz').exists() else None
-        if (self.folder/'model.onnx').exists(): self._onnx(self.folder/'model.onnx', threads)
-        else: self._torch(reg, threads)
+        if (self.folder/'model.onnx').exists(): self._onnx(self.folder/'model.onnx')
+        else: self._torch(reg)
         self.predict(np.zeros((1, self.size, self.size), np.uint8))  # warm up; statistics of another model fail here
 
-    def _onnx(self, path, threads):
+    def _onnx(self, path):
         import onnxruntime as ort
         so = ort.SessionOptions()
-        so.intra_op_num_threads, so.inter_op_num_threads = max(1, threads), 1
+        so.intra_op_num_threads, so.inter_op_num_threads = self.threads, 1
         so.add_session_config_entry('session.intra_op.allow_spinning', '0')
         self.session = ort.InferenceSession(str(path), so, providers=['CPUExecutionProvider'])
         self.runtime, self.input_name = 'onnxruntime', self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs() if o.name in ('logits', 'embedding', 'ood_features')]
 
-    def _torch(self, reg, threads):
+    def _torch(self, reg):
         "A version without ONNX: the safetensors weights in torch, imported only here."
         import torch
         from facemood.export import ServedNet, load_model
         self.runtime, self.model = 'torch', ServedNet(load_model(self.name, self.version, reg)[0]).eval()
-        torch.set_num_threads(max(1, threads))
+        torch.set_num_threads(self.threads)
 
     def outputs(self, faces:np.ndarray) -> dict:
         "`logits` (N,C), penultimate `embedding` (N,D) and `ood_features` (N,F; the embedding for older exports) for uint8 faces (N,size,size)."
