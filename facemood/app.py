@@ -48,7 +48,7 @@ from .faces import find_faces, make_detector
 from .images import BadImage
 from .predictor import Predictor
 from .predlog import PredictionLog, log_url_setting
-from .registry import Registry, resolve_model
+from .registry import Registry, locate_model
 from .settings import FacemoodError, SettingsError, get_settings
 
 # %% ../nbs/12_app.ipynb #147814ca
@@ -466,8 +466,7 @@ def run_server(model:str|None=None, # 'NAME[:VERSION]'; default: the only or new
               ):
     "Serve the model with uvicorn until interrupted."
     import uvicorn
-    reg = Registry(registry)
-    name, v = resolve_model(model, version, reg)
+    reg, name, v = locate_model(model, version, registry)
     kw = dict(host=host, port=port, log_level=log_level, timeout_graceful_shutdown=30, **kw)
     if workers <= 1: return uvicorn.run(create_app(name, v, reg, log_url=log_url, threads=threads), **kw)
     os.environ.update(FACEMOOD_SERVE_MODEL=name, FACEMOOD_SERVE_VERSION=str(v), FACEMOOD_REGISTRY_DIR=reg.root, FACEMOOD_SERVE_THREADS=str(threads))

@@ -29,17 +29,17 @@ def find_duplicates(images:np.ndarray, # uint8 (N,H,W)
                     split:np.ndarray, # split codes (N,)
                     labels:np.ndarray|None=None, # labels, to count identical images labelled differently
                    ) -> tuple:
-    "Exact duplicates: `(report dict, mask of the copies to drop from later splits)`."
+    "Exact duplicates: `(report dict, mask of the training copies of val/test images)`."
     n = len(images)
     keys = np.array([hashlib.blake2b(im.tobytes(), digest_size=16).digest() for im in images], dtype='S16')
     _, inv = np.unique(keys, return_inverse=True) if n else (None, np.zeros(0, np.int64))
     inv = inv.ravel()
     g = int(inv.max()) + 1 if n else 0
-    first = np.full(g, len(SPLITS))
-    np.minimum.at(first, inv, split)
+    last = np.zeros(g, np.int64)
+    np.maximum.at(last, inv, split)
     has = np.zeros((g, len(SPLITS)), bool)
     has[inv, split] = True
-    drop = split > first[inv]
+    drop = (split == 0) & (last[inv] > 0)
     per = np.zeros((g, len(SPLITS)), np.int64)
     np.add.at(per, (inv, split), 1)
     rep = dict(within={s: int((per[:, i] - has[:, i]).sum()) for i, s in enumerate(SPLITS)},
@@ -63,7 +63,7 @@ def source_fingerprint(src:Source, # a resolved source
     "sha256 over the source's bytes and the preprocessing parameters."
     h = hashlib.sha256(json.dumps(dict(preprocess=PREPROCESS_VERSION, kind=src.kind, size=size, kw=src.kw, **params),
                                   sort_keys=True, default=str).encode())
-    if src.kind == 'csv': hash_file(src.path, h)
+    if src.kind == 'csv' or (src.path is not None and src.path.is_file()): hash_file(src.path, h)  # a CSV, a zip
     elif src.kind == 'folders':
         t = scan_tree(src.path)
         for s, per in sorted(t.folders.items(), key=lambda kv: str(kv[0])):
@@ -118,11 +118,12 @@ def _cache_fingerprint(path:Path) -> str|None:
     except Exception: return None
 
 # %% ../nbs/03b_cache.ipynb #4dc982d5
-def _read(src:Source, size:int, skip_bad:bool, progress, drop_duplicates:bool) -> FaceData:
-    "Read a source, count its duplicates and optionally drop them."
+def _read(src:Source, size:int, skip_bad:bool, progress, drop_duplicates:bool|None) -> FaceData:
+    "Read a source, count its duplicates and drop the train copies of val/test images if asked (None: for FER2013's protocol)."
     fd = src.read(size, skip_bad, progress)
     fd.source = src.name
     rep, drop = find_duplicates(fd.images, fd.split, fd.labels)
+    if drop_duplicates is None: drop_duplicates = fd.meta.get('protocol') == 'fer2013'
     if drop_duplicates and drop.any():
         fd = fd[~drop]
         rep['dropped'] = int(drop.sum())
@@ -134,18 +135,19 @@ def load_source(source:str|Path, # a name in SOURCES, or a path to a CSV or a cl
                 skip_bad:bool=False, # skip and count bad images/rows instead of raising
                 data_dir:str|Path|None=None, # where named datasets live (default: settings)
                 progress:bool|None=None, # progress bar while decoding
+                drop_duplicates:bool|None=None, # drop train copies of val/test images; None: yes for FER2013's protocol
                 **kw, # source options: n, seed, config (synthetic); split_seed
                ) -> FaceData:
     "Read a source into memory without caching; duplicates are counted in `meta`."
     src = resolve_source(source, data_dir, **kw)
-    fd = _read(src, size, skip_bad, progress, False)
-    fd.fingerprint = source_fingerprint(src, size, skip_bad=skip_bad, drop_duplicates=False)
+    fd = _read(src, size, skip_bad, progress, drop_duplicates)
+    fd.fingerprint = source_fingerprint(src, size, skip_bad=skip_bad, drop_duplicates=drop_duplicates)
     return fd
 
 # %% ../nbs/03b_cache.ipynb #29eb1f90
 def build_cache(source:str|Path, # a name in SOURCES, or a path to a CSV or a class-per-folder tree
                 size:int=48, # output side
-                drop_duplicates:bool=False, # drop copies in a later split of an image in an earlier one
+                drop_duplicates:bool|None=None, # drop train copies of val/test images; None: yes for FER2013's protocol
                 skip_bad:bool=False, # skip and count bad images/rows instead of raising
                 force:bool=False, # rebuild even when the fingerprint matches
                 data_dir:str|Path|None=None, # where datasets and caches live (default: settings)
@@ -184,7 +186,7 @@ def cache_info(source:str|Path, # a source name or path, or a cache file (.npz)
     info = dict(source=fd.source, path=str(path), size=fd.size, n=len(fd), classes=list(fd.classes), counts=fd.counts(),
                 fingerprint=fd.fingerprint, megabytes=round(path.stat().st_size/1e6, 1), notes=fd.meta.get('notes', []),
                 duplicates=fd.meta.get('duplicates', {}), skipped=fd.meta.get('skipped', {}),
-                ignored_files=fd.meta.get('ignored_files', 0), build=fd.meta.get('build', {}))
+                ignored_files=fd.meta.get('ignored_files', 0), build=fd.meta.get('build', {}), protocol=fd.meta.get('protocol', ''))
     if check and p.suffix != '.npz':
         b = info['build']
         fp = source_fingerprint(resolve_source(source, data_dir, **kw), size, skip_bad=b.get('skip_bad', False),
@@ -209,7 +211,7 @@ def format_info(info:dict) -> str:
         lines += ['', "  duplicates   within " + ', '.join(f"{s} {v:,}" for s, v in d['within'].items())
                   + '; across ' + ', '.join(f"{s} {v:,}" for s, v in d['across'].items())
                   + (f"; {d['conflicting_labels']:,} with conflicting labels" if d.get('conflicting_labels') else '')
-                  + (f"; {d['dropped']:,} dropped from later splits" if d.get('dropped') else '')]
+                  + (f"; {d['dropped']:,} training copies of val/test images dropped" if d.get('dropped') else '')]
     sk = info.get('skipped') or {}
     if sk.get('count'):
         lines.append(f"  skipped      {sk['count']:,} bad images/rows, e.g.")

@@ -7,7 +7,7 @@ Docs: https://facemood.github.io/facemood/cli.html.md"""
 # %% auto #0
 __all__ = ['QUICKSTART', 'cmd_settings', 'cmd_data_build', 'cmd_data_info', 'cmd_data_download', 'cmd_run', 'run_summary',
            'cmd_runs', 'cmd_quickstart', 'cmd_wandb_sweep', 'cmd_wandb_trial', 'cmd_serve', 'cmd_predict', 'cmd_bench',
-           'cmd_bench_train', 'cmd_bench_faces', 'make_parser', 'main']
+           'cmd_bench_train', 'cmd_bench_faces', 'cmd_bench_accuracy', 'installed_version', 'make_parser', 'main']
 
 # %% ../nbs/14_cli.ipynb #0ef7b605
 import argparse
@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import sys
+from importlib import metadata
 from pathlib import Path
 
 # %% ../nbs/14_cli.ipynb #d22b01e0
@@ -119,6 +120,7 @@ def cmd_predict(args):
     r = predict_paths(args.paths, model=args.model, out=args.out, every=args.every, annotate=args.annotate,
                       detect=not args.no_detect, batch_size=args.batch_size)
     print(r['summary'])
+    for note in r['notes']: print(f"facemood: note: {note}", file=sys.stderr)
 
 def cmd_bench(args):
     "Benchmark the service on this machine: latencies, throughput, log completeness; write a report."
@@ -147,6 +149,12 @@ def cmd_bench_faces(args):
         r = benchmark_detection(out_dir=args.out, repeats=args.repeats, server=servers, progress=args.progress)
     print(json.dumps(r, indent=2, default=str) if args.json else Path(r['report']).read_text())
 
+def cmd_bench_accuracy(args):
+    "facemood's model and its installed peers on the same FER2013 PrivateTest crops; the out-of-distribution flag on faces and non-faces."
+    from facemood.accuracy_bench import benchmark_accuracy, format_accuracy
+    r = benchmark_accuracy(args.source, model=args.model, peers=not args.no_peers, out_dir=args.out, progress=lambda s: print(s, file=sys.stderr))
+    print(json.dumps(r, indent=2, default=str) if args.json else format_accuracy(r))
+
 # %% ../nbs/14_cli.ipynb #d7a7c86d
 def _add_source(p):
     p.add_argument('source', help="fer2013, human-face-emotions, synthetic, or a path to a CSV or a class-per-folder tree")
@@ -158,7 +166,8 @@ def _data_parsers(sub):
     data = sub.add_parser('data', help="download, build and inspect datasets").add_subparsers(dest='data_command', required=True, metavar='ACTION')
     p = data.add_parser('build', help="preprocess a source once into a cache file")
     _add_source(p)
-    p.add_argument('--drop-duplicates', action='store_true', help="drop exact duplicates from the later split")
+    p.add_argument('--drop-duplicates', action=argparse.BooleanOptionalAction, default=None,
+                   help="drop training copies of val/test images (default: yes for FER2013 read by its protocol, no otherwise)")
     p.add_argument('--skip-bad', action='store_true', help="skip (and count) unreadable images and malformed rows")
     p.add_argument('--force', action='store_true', help="rebuild even if the cache is up to date")
     p.set_defaults(func=cmd_data_build)
@@ -203,20 +212,20 @@ def _run_parsers(sub):
 # %% ../nbs/14_cli.ipynb #23dbe925
 def _serve_parsers(sub):
     p = sub.add_parser('serve', help="serve a registered model (HTTP API, metrics, web page)")
-    p.add_argument('--model', help="NAME[:VERSION] in the registry (default: the only or newest model, latest version)")
+    p.add_argument('--model', help="NAME[:VERSION] in the registry (default: the `default_model` setting, else the model shipped with facemood)")
     p.add_argument('--host', default='127.0.0.1')
     p.add_argument('--port', type=int, default=8000)
     p.add_argument('--workers', type=int, default=1, help="uvicorn worker processes")
     p.set_defaults(func=cmd_serve)
     p = sub.add_parser('bench', help="benchmark the service on this machine and write a report")
-    p.add_argument('--model', help="NAME[:VERSION] in the registry (default: the only or newest)")
+    p.add_argument('--model', help="NAME[:VERSION] (default: the `default_model` setting, else the model shipped with facemood)")
     p.add_argument('--seconds', type=int, default=20, help="length of the load test")
     p.add_argument('--users', type=int, default=32, help="concurrent simulated users in the load test")
     p.add_argument('--requests', type=int, default=300, help="sequential requests per latency scenario")
     p.add_argument('--workers', type=int, default=1, help="uvicorn worker processes")
     p.add_argument('--out', help="report folder (default: <outputs_dir>/bench/<time>)")
     p.set_defaults(func=cmd_bench)
-    what = p.add_subparsers(dest='bench_what', metavar='[train|faces]', help="other benchmarks (default: the service)")
+    what = p.add_subparsers(dest='bench_what', metavar='[train|faces|accuracy]', help="other benchmarks (default: the service)")
     t = what.add_parser('train', help="training throughput: images/s, share of time waiting for data, peak memory")
     t.add_argument('--arch', default='compact_cnn', help="architecture (compact_cnn, vgg_fer, seed_cnn or a timm name)")
     t.add_argument('--batch-size', type=int, default=128)
@@ -236,9 +245,16 @@ def _serve_parsers(sub):
     f.add_argument('--progress', action='store_true', help="a line per photo and detector")
     f.add_argument('--json', action='store_true', help="as JSON")
     f.set_defaults(func=cmd_bench_faces)
+    a = what.add_parser('accuracy', help="FER2013 PrivateTest: facemood's model and the installed peers (fer); the out-of-distribution flag")
+    a.add_argument('--source', default='fer2013', help="FER2013: its name (in data_dir), Kaggle's archive.zip, the CSV or the folders")
+    a.add_argument('--model', help="NAME[:VERSION] (default: the `default_model` setting, else the model shipped with facemood)")
+    a.add_argument('--no-peers', action='store_true', help="facemood's model only")
+    a.add_argument('--out', help="report folder (default: <outputs_dir>/bench/accuracy-<time>)")
+    a.add_argument('--json', action='store_true', help="as JSON")
+    a.set_defaults(func=cmd_bench_accuracy)
     p = sub.add_parser('predict', help="emotions of the faces in images, folders and videos, without a server")
     p.add_argument('paths', nargs='+', metavar='PATH', help="image files, folders (searched recursively) and videos")
-    p.add_argument('--model', help="NAME[:VERSION] in the registry (default: the only or newest)")
+    p.add_argument('--model', help="NAME[:VERSION] (default: the `default_model` setting, else the model shipped with facemood)")
     p.add_argument('--out', help="write one row per face to FILE.csv or FILE.jsonl")
     p.add_argument('--every', type=int, default=1, metavar='K', help="videos: every k-th frame")
     p.add_argument('--annotate', metavar='DIR', help="write annotated copies (boxes, labels) of images and video frames here")
@@ -247,9 +263,17 @@ def _serve_parsers(sub):
     p.set_defaults(func=cmd_predict)
 
 # %% ../nbs/14_cli.ipynb #db0cc2bd
+def installed_version() -> str:
+    "The version of the installed facemood package (of the source tree when it is not installed)."
+    try: return metadata.version('facemood')
+    except metadata.PackageNotFoundError:
+        from facemood import __version__
+        return __version__
+
 def make_parser() -> argparse.ArgumentParser:
     "The `facemood` argument parser."
     ap = argparse.ArgumentParser(prog='facemood', description="Facial emotion recognition you can read, rerun and serve.")
+    ap.add_argument('--version', action='version', version=f"%(prog)s {installed_version()}")
     sub = ap.add_subparsers(dest='command', required=True, metavar='COMMAND')
     p = sub.add_parser('settings', help="print the effective site settings and their origin")
     p.add_argument('--json', action='store_true', help="as JSON")

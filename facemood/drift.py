@@ -9,9 +9,9 @@ __all__ = ['CORRUPTIONS', 'register_corruption', 'SCALAR_FEATURES', 'TEST_KEYS',
            'ClassMismatch', 'ReferenceUnavailable', 'UnknownCorruption', 'darken', 'flatten_contrast', 'gaussian_blur',
            'gaussian_noise', 'occlude', 'rotate', 'jpeg', 'corrupt', 'model_features', 'population_features', 'subset',
            'kolmogorov_sf', 'ks_test', 'gammaincc', 'chi2_sf', 'chi2_test', 'mmd_test', 'holm', 'drift_report',
-           'format_tests', 'drift_metrics', 'drift_summary', 'detector_quality', 'robustness_curve', 'plot_robustness',
-           'format_robustness', 'reference_data', 'current_from_log', 'current_from_folder', 'simulate_current',
-           'html_report', 'latest_drift_report']
+           'format_tests', 'drift_metrics', 'drift_summary', 'detector_quality', 'format_quality', 'robustness_curve',
+           'plot_robustness', 'format_robustness', 'reference_data', 'current_from_log', 'current_from_folder',
+           'simulate_current', 'html_report', 'latest_drift_report']
 
 # %% ../nbs/11_drift.ipynb #95d37b30
 import base64
@@ -301,7 +301,7 @@ def drift_metrics(report:dict, # a `drift_report`
                  ) -> dict:
     "The flat `metrics.json` of a drift run: verdict, per-test values, robustness."
     m = dict(verdict=report['verdict'], drift=int(report['verdict'] == 'drift'), drifted=report['drifted'], alpha=report['alpha'],
-             n_reference=report['n_reference'], n_current=report['n_current'], skipped=report['skipped'], **context)
+             correction=report['correction'], n_reference=report['n_reference'], n_current=report['n_current'], skipped=report['skipped'], **context)
     for t in report['tests']:
         k = f"{TEST_KEYS[t['test']]}_{t['feature'].split()[0]}"
         m.update({f'{short}_{k}': t[long] for short, long in VALUE_KEYS.items()})
@@ -321,28 +321,39 @@ def drift_summary(metrics:dict) -> dict:
 # %% ../nbs/11_drift.ipynb #82dfb4ab
 def detector_quality(reference:dict, # features of a pool of the reference population
                      current:dict|None=None, # features of a pool of the current population; None: no shift (disjoint draws from `reference`)
-                     n:int=300, # faces per side in each repetition
+                     n:int=300, # faces in each repetition's current sample
                      repetitions:int=20,
                      alpha:float=0.05,
                      seed:int=0,
+                     n_reference:int|None=None, # faces in each repetition's reference sample (default: `n`)
                      **kw, # more arguments for `drift_report` (classes, permutations...)
                     ) -> dict:
-    "How often `drift_report` says drift between samples of `reference` and `current`: rate, n, repetitions."
+    "How often `drift_report` says drift between samples of `reference` and `current`: `rate` (Holm), `rate_uncorrected` (any raw p < alpha)."
     rng = np.random.default_rng(seed)
-    N = len(reference['brightness'])
-    need = 2*n if current is None else n
-    if N < need: raise DriftError(f"the reference pool has {N} faces; {need} are needed for samples of {n}")
+    N, nr = len(reference['brightness']), n_reference or n
+    need = nr + n if current is None else nr
+    if N < need: raise DriftError(f"the reference pool has {N} faces; {need} are needed for samples of {nr} (reference) and {n} (current)")
     if current is not None and len(current['brightness']) < n: raise DriftError(f"the current pool has {len(current['brightness'])} faces; {n} are needed")
-    verdicts, drifted = [], {}
+    verdicts, raw, drifted = [], [], {}
     for i in range(repetitions):
         idx = rng.permutation(N)
-        ref = subset(reference, idx[:n])
-        cur = subset(reference, idx[n:2*n]) if current is None else subset(current, rng.choice(len(current['brightness']), n, replace=False))
+        ref = subset(reference, idx[:nr])
+        cur = subset(reference, idx[nr:nr+n]) if current is None else subset(current, rng.choice(len(current['brightness']), n, replace=False))
         r = drift_report(ref, cur, alpha=alpha, seed=seed*100003 + i, **kw)
-        verdicts.append(r['verdict'])
+        verdicts.append(r['verdict'] == 'drift'); raw.append(any(t['p_value'] < alpha for t in r['tests']))
         for f in r['drifted']: drifted[f] = drifted.get(f, 0) + 1
-    return dict(rate=float(np.mean([v == 'drift' for v in verdicts])), n=n, repetitions=repetitions, alpha=alpha,
-                drifted_by_feature=drifted)
+    return dict(rate=float(np.mean(verdicts)), rate_uncorrected=float(np.mean(raw)), n=n, n_reference=nr, repetitions=repetitions,
+                alpha=alpha, drifted_by_feature=drifted)
+
+def format_quality(results:dict, # scenario -> `detector_quality`
+                  ) -> str:
+    "`detector_quality` results as a markdown table: faces, repetitions, drift rates with and without correction, features that drifted."
+    lines = ['| scenario | reference faces | current faces | repetitions | `drift` verdicts (Holm) | without correction | drifted (verdicts) |',
+             '|---|---:|---:|---:|---:|---:|---|']
+    for k, q in results.items():
+        fired = ', '.join(f"{f} {c}" for f, c in sorted(q['drifted_by_feature'].items(), key=lambda x: -x[1])) or 'none'
+        lines.append(f"| {k} | {q['n_reference']} | {q['n']} | {q['repetitions']} | {q['rate']:.0%} | {q['rate_uncorrected']:.0%} | {fired} |")
+    return '\n'.join(lines)
 
 # %% ../nbs/11_drift.ipynb #33698eed
 def robustness_curve(predictor:Predictor, # the model

@@ -37,13 +37,14 @@ MAX_PIXELS = 40_000_000  # larger images are refused before decoding (decompress
 
 def _src_name(src, name=None) -> str:
     if name: return str(name)
-    if isinstance(src, (str, os.PathLike)): return str(src)
+    if isinstance(src, (str, os.PathLike)) or hasattr(src, 'read_bytes'): return str(src)
     return str(getattr(src, 'name', '<bytes>'))
 
 def _read_bytes(src, name) -> bytes:
     try:
         if isinstance(src, (str, os.PathLike)): return Path(src).read_bytes()
         if isinstance(src, (bytes, bytearray, memoryview)): return bytes(src)
+        if hasattr(src, 'read_bytes'): return src.read_bytes()  # a file inside a zip (zipfile.Path)
         return src.read()
     except OSError as e: raise BadImage(f"{name}: cannot read the file ({e.strerror or e})") from e
 

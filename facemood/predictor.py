@@ -18,7 +18,7 @@ from threadpoolctl import ThreadpoolController
 # %% ../nbs/09a_predictor.ipynb #12fd11ad
 from .images import to_model_input
 from .ood import load_ood
-from .registry import Registry, model_use, resolve_model
+from .registry import Registry, locate_model, model_use
 
 # %% ../nbs/09a_predictor.ipynb #e283120f
 def softmax(logits:np.ndarray) -> np.ndarray:
@@ -33,14 +33,13 @@ def _blas() -> ThreadpoolController: return ThreadpoolController()
 
 class Predictor:
     "A registered model loaded once: ONNX Runtime (torch only without an ONNX file); uint8 faces -> probabilities and OOD flags."
-    def __init__(self, model:str|None=None, # 'NAME[:VERSION]'; default: the only or newest model
+    def __init__(self, model:str|None=None, # 'NAME[:VERSION]'; default: the `default_model` setting, else the model shipped with facemood
                  version:str|int|None=None,
-                 registry:Registry|str|Path|None=None, # a Registry or its root (default: the `registry_dir` setting)
+                 registry:Registry|str|Path|None=None, # a Registry or its root (default: the `registry_dir` setting; given: its newest model by default)
                  threads:int=1, # threads per inference: ONNX Runtime's and numpy's (BLAS)
                 ):
-        reg = registry if isinstance(registry, Registry) else Registry(registry)
+        reg, self.name, self.version = locate_model(model, version, registry)
         self.threads = max(1, threads)
-        self.name, self.version = resolve_model(model, version, reg)
         self.card = reg.card(self.name, self.version)
         self.card.setdefault('use', model_use(self.card.get('data')))  # versions registered before cards said what a model is for
         inp = self.card['input']

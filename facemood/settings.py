@@ -32,6 +32,7 @@ DEFAULTS = dict(
     log_retention_days='30',              # prediction log rows older than this are deleted; 0 keeps all
     max_upload_mb='10',                   # largest upload the service accepts
     face_detector='yunet',                # yunet (shipped with facemood), haar (OpenCV's cascade), or the path of a YuNet ONNX file
+    default_model='',                     # the model that answers when none is named: NAME[:VERSION] in the registry; '' : the one shipped with facemood
 )
 WANDB_MODES = ('offline', 'online', 'disabled')
 

@@ -102,3 +102,9 @@ def test_missing_source_is_clear(site):
     assert p.returncode == 2
     no_traceback(p)
     assert '/no/such/folder' in p.stderr
+
+
+def test_version_is_the_installed_one():
+    from importlib.metadata import version
+    p = facemood('--version')
+    assert p.returncode == 0 and p.stdout == f"facemood {version('facemood')}\n", p.stdout + p.stderr

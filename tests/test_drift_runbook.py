@@ -1,4 +1,5 @@
-"""The drift runbook through the real `facemood run drift` command: a simulated shift, a prediction log, bad inputs."""
+"""The drift runbook through the real `facemood run drift` command: a simulated shift, a prediction log, bad inputs; and the
+false-alarm rate of its verdict on unseen faces of the training population."""
 import json
 import time
 from pathlib import Path
@@ -6,8 +7,9 @@ from pathlib import Path
 import nbformat
 import numpy as np
 import pytest
+import yaml
 
-from conftest import facemood
+from conftest import ROOT, facemood
 
 TRAIN = ['-f', 'params/base.yaml', '-f', 'params/quickstart.yaml', '-p', 'synthetic_n', '700', '-p', 'max_epochs', '1',
          '-p', 'batch_size', '64', '-p', 'model_name', 'smoke']
@@ -134,3 +136,27 @@ def test_drift_on_what_the_service_logged(trained, tmp_path):
     met = json.loads((rj.parent / 'metrics.json').read_text())
     assert 0 < met['n_current'] <= 160 and met['verdict'] in ('drift', 'no drift') and 'p_mmd_embedding' in met
     assert (rj.parent / 'report.html').exists()
+
+
+def test_few_false_alarms_on_unseen_faces(site):
+    """Issue 19: unseen faces of the training population, against the reference the runbook takes (its defaults and
+    params/drift-quickstart.yaml), get the verdict `drift` in at most 10% of 20 repetitions (alpha 0.05, 300 current faces)."""
+    from facemood.drift import detector_quality, population_features, reference_data
+    from facemood.predictor import Predictor
+    from facemood.runs import find_runbook, runbook_parameters
+    from facemood.synth import render_faces
+    p = facemood('run', 'train', '-f', 'params/base.yaml', '-f', 'params/quickstart.yaml', '-p', 'synthetic_n', '3000',
+                 '-p', 'max_epochs', '1', '-p', 'model_name', 'fa', env=site)
+    assert p.returncode == 0, p.stderr[-3000:]
+    params = {k: v.default for k, v in runbook_parameters(find_runbook('drift')).items()}
+    params.update(yaml.safe_load((ROOT / 'params' / 'drift-quickstart.yaml').read_text()))
+    assert params['reference'] == 'training'
+    model = Predictor('fa', registry=site['FACEMOOD_REGISTRY_DIR'])
+    assert model.card.get('ood'), 'the model has out-of-distribution statistics, so the report tests ood_score'
+    data = reference_data(model.card, data_dir=site['FACEMOOD_DATA_DIR'])
+    ref = population_features(data.get(params['reference_split'])[0], model)
+    unseen = population_features(render_faces(3000, seed=20190)[0], model)  # the training population, faces never seen
+    q = detector_quality(ref, unseen, n=300, n_reference=min(params['reference_size'], len(ref['brightness'])), repetitions=20,
+                         alpha=params['alpha'], seed=params['seed'], classes=list(model.card['classes']), permutations=params['permutations'])
+    assert q['rate'] <= 0.10, (f"{q['rate']:.0%} of 20 verdicts say drift between unseen faces of the training population and "
+                               f"the {params['reference_split']!r} split; tests that fired: {q['drifted_by_feature']}")

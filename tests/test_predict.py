@@ -10,6 +10,7 @@ from serve_fixtures import *  # noqa: F403  (fixture: registry_dir)
 from conftest import facemood
 from facemood.detect_bench import portrait_tiles
 from facemood.images import sample_face
+from facemood.synth import render_faces
 
 
 def two_people_video(path: Path, n: int = 16, size=(640, 360), fps: float = 8.0) -> list:
@@ -84,3 +85,20 @@ def test_out_must_be_csv_or_jsonl(tmp_path, site, registry_dir):
     r = facemood('predict', tmp_path / 'hopper.jpg', '--out', tmp_path / 'out.xlsx', env=env_for(site, registry_dir))
     assert r.returncode == 2 and 'give a file name ending in .csv or .jsonl' in r.stderr, r.stderr
     assert not (tmp_path / 'out.xlsx').exists()
+
+
+def test_face_crops_get_a_note_pointing_to_no_detect(tmp_path, site, registry_dir):
+    d = tmp_path / 'crops'
+    d.mkdir()
+    (d / 'hopper.png').write_bytes(sample_face('crop'))
+    for i, face in enumerate(render_faces(7, seed=1)[0]): cv2.imwrite(str(d / f'synthetic-{i}.png'), face)
+    env = env_for(site, registry_dir)
+    r = facemood('predict', d, '--model', 'demo', env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    notes = [x for x in r.stderr.splitlines() if x.startswith('facemood: note: ')]
+    assert len(notes) == 1 and notes[0].startswith('facemood: note: 8 of 8 images are under 100 px') and '--no-detect' in notes[0], r.stderr
+    r = facemood('predict', d, '--no-detect', '--model', 'demo', env=env, timeout=300)
+    assert r.returncode == 0 and 'note' not in r.stderr and r.stdout.startswith('8 images: 8 faces'), r.stdout + r.stderr
+    (tmp_path / 'hopper.jpg').write_bytes(sample_face('photo'))   # a real photo, 640x480, with a face
+    r = facemood('predict', tmp_path / 'hopper.jpg', '--model', 'demo', env=env, timeout=300)
+    assert r.returncode == 0 and 'note' not in r.stderr and '1 face' in r.stdout, r.stdout + r.stderr

@@ -1,5 +1,6 @@
 """Papermill smoke runs of the runbooks on tiny parameters, through the real `facemood run` command."""
 import json
+import re
 from pathlib import Path
 
 import nbformat
@@ -86,6 +87,29 @@ def test_prepare_only(site):
     nb = nbformat.read(rj.parent / 'train.ipynb', as_version=4)
     injected = [c for c in nb.cells if 'injected-parameters' in c.metadata.get('tags', [])]
     assert injected and 'synthetic_n = 700' in injected[0].source
+
+
+def test_run_folder_is_named_after_the_recipe(site):
+    p = facemood('run', 'train', '-f', 'params/base.yaml', '-f', 'params/fer2013-cpu.yaml', '--prepare-only', env=site)
+    assert p.returncode == 0, p.stderr
+    [rj] = run_dirs(site, 'train')
+    assert re.fullmatch(r'\d{8}-\d{6}-fer2013-cpu-[0-9a-f]{4}', rj.parent.name), rj.parent.name
+
+
+NOISE = ('IProgress not found', 'autonotebook', 'Kernel is running over TCP', 'Tip:', 'litlogger', 'GPU available', 'TPU available',
+         'Automatic Mixed Precision', 'Loading `train_dataloader`', 'Trainer.fit` stopped', 'wandb', 'W&B')
+
+
+def test_terminal_shows_progress_and_results_only(site):
+    p = facemood('run', 'train', *TINY, '-p', 'max_epochs', '1', '-p', 'model_name', '', '-p', 'precision', 'bf16-mixed', env=site)
+    assert p.returncode == 0, p.stderr[-3000:]
+    shown = [x for x in (p.stderr + p.stdout).replace('\r', '\n').splitlines() if x.strip() and not x.startswith('Executing:')]
+    assert not [x for x in shown if any(n in x for n in NOISE)], shown
+    assert [x for x in shown if re.fullmatch(r'epoch 1/1  train_loss \S+  val_loss \S+  val_acc \S+  [\d.]+s', x)], shown
+    assert 'run completed' in p.stdout and 'test_acc' in p.stdout
+    [rj] = run_dirs(site, 'train')
+    log = (rj.parent / 'log.txt').read_text()
+    assert 'GPU available' in log and 'Automatic Mixed Precision' in log and 'epoch 1/1' in log, 'the log keeps everything the notebook said'
 
 
 def test_train_parameters_are_constructor_arguments():
