@@ -71,7 +71,9 @@ FER_CLASSES = ('angry', 'disgust', 'fear', 'happy', 'sad', 'surprise', 'neutral'
 def fer_contender() -> Contender|None:
     "The `fer` package's classifier, or None when it is not installed."
     if importlib.util.find_spec('fer') is None: return None
-    from fer import FER
+    import fer as fer_pkg
+    try: from fer import FER
+    except ImportError: from fer.fer import FER  # fer 25.x
     det = FER(offsets=(0, 0))
     def classify(faces):
         out = np.zeros((len(faces), len(FER2013_CLASSES)))
@@ -80,10 +82,10 @@ def fer_contender() -> Contender|None:
             found = det.detect_emotions(bgr, face_rectangles=[(0, 0, f.shape[1], f.shape[0])])
             if found: out[i] = [found[0]['emotions'][c] for c in FER2013_CLASSES]
         return out
-    import fer as fer_pkg
-    weights = [p for p in Path(fer_pkg.__file__).parent.rglob('*') if p.suffix in ('.hdf5', '.h5', '.keras')]
-    return Contender(f"fer {getattr(fer_pkg, '__version__', '')}".strip(), classify, round(sum(p.stat().st_size for p in weights)/1e6, 2),
-                     'mini-Xception, TensorFlow; the crop given as its face box, offsets 0')
+    lite = getattr(det, 'use_tflite', False)
+    weights = Path(fer_pkg.__file__).parent/'data'/('emotion_model_quantized.tflite' if lite else 'emotion_model.hdf5')
+    return Contender(f"fer {getattr(fer_pkg, '__version__', '')}".strip(), classify, round(weights.stat().st_size/1e6, 2) if weights.exists() else float('nan'),
+                     f"mini-Xception, {'TensorFlow Lite, quantized' if lite else 'Keras'}; each crop given as its face box, offsets 0")
 
 # %% ../nbs/09d_accuracy_bench.ipynb #0c191072
 def scores(labels:np.ndarray, probs:np.ndarray, classes:tuple=FER2013_CLASSES) -> dict:

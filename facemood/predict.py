@@ -277,7 +277,8 @@ def _summary(run:_Run, sources, errors, frames, out, annotate, plots, every) -> 
     counts = Counter(r['emotion'] for r in run.rows)
     parts = [f"{len(images)} image{'s'*(len(images) != 1)}"]
     if videos: parts.append(f"{len(videos)} video{'s'*(len(videos) != 1)} ({frames} frames read{f', one in {every}' if every > 1 else ''})")
-    lines = [f"{', '.join(parts)}: {len(run.rows)} face{'s'*(len(run.rows) != 1)}" + (f" ({', '.join(f'{e} {n}' for e, n in counts.most_common())})" if counts else '')]
+    lines = [f"{', '.join(parts)}: {len(run.rows)} face{'s'*(len(run.rows) != 1)}" + (f" ({', '.join(f'{e} {n}' for e, n in counts.most_common())})" if counts else '')
+             + f"; model {run.p.name}:v{run.p.version}"]
     if len(images) <= 20:
         for s in images:
             rs = run.per_file[str(s.path)]
@@ -295,7 +296,7 @@ def _summary(run:_Run, sources, errors, frames, out, annotate, plots, every) -> 
     return '\n'.join(lines)
 
 def predict_paths(paths:list|str|Path, # image files, folders (searched recursively) and videos
-                  model:str|None=None, # 'NAME[:VERSION]' in the registry; default: the only or newest model
+                  model:str|None=None, # 'NAME[:VERSION]'; default: the `default_model` setting, else the model shipped with facemood
                   out:str|Path|None=None, # write one row per face to FILE.csv or FILE.jsonl
                   every:int=1, # videos: read every k-th frame
                   annotate:str|Path|None=None, # write annotated copies of images and video frames to this folder
@@ -338,6 +339,6 @@ def predict_paths(paths:list|str|Path, # image files, folders (searched recursiv
         plots.append(str(_save_figure(plot_emotions(rows, predictor.classes, str(s.path)), where)))
     summary = _summary(run, sources, errors, frames, out, annotate, plots, every)
     notes = [n for n in [crop_note(run.seen) if detect else None] if n]
-    return dict(summary=summary, notes=notes, images=sum(s.kind == 'image' and str(s.path) in run.per_file for s in sources),
+    return dict(summary=summary, notes=notes, model=f"{predictor.name}:v{predictor.version}", images=sum(s.kind == 'image' and str(s.path) in run.per_file for s in sources),
                 videos=sum(s.kind == 'video' and str(s.path) in run.per_file for s in sources), frames=frames, faces=len(run.rows),
                 errors=errors, out=str(out) if out else None, annotated=run.annotated, plots=plots, rows=run.rows)

@@ -365,8 +365,8 @@ def locate_model(model:str|None=None, # 'NAME[:VERSION]'; default: the `default_
     name, version = parse_model_spec(model or get_settings().default_model or None, version)
     if name is None and registry is not None: return reg, *resolve_model(None, version, reg)
     shipped = shipped_registry()
-    if name is None: name = SHIPPED_MODEL
-    if name not in reg.models() and name in shipped.models(): reg = shipped
+    if name is None: return shipped, SHIPPED_MODEL, shipped.resolve(SHIPPED_MODEL, version)
+    if name not in reg.models() and name in shipped.models(): reg = shipped   # a named model: the site registry's first
     return reg, name, reg.resolve(name, version)
 
 # %% ../nbs/08_registry.ipynb #5d05f51f

@@ -102,3 +102,15 @@ def test_face_crops_get_a_note_pointing_to_no_detect(tmp_path, site, registry_di
     (tmp_path / 'hopper.jpg').write_bytes(sample_face('photo'))   # a real photo, 640x480, with a face
     r = facemood('predict', tmp_path / 'hopper.jpg', '--model', 'demo', env=env, timeout=300)
     assert r.returncode == 0 and 'note' not in r.stderr and '1 face' in r.stdout, r.stdout + r.stderr
+
+
+def test_the_shipped_model_answers_a_real_photo(tmp_path, site):
+    "Right after install, with an empty registry: `facemood predict` on a photo uses the FER2013 model that ships with facemood."
+    (tmp_path / 'hopper.jpg').write_bytes(sample_face('photo'))
+    p = facemood('predict', tmp_path / 'hopper.jpg', '--out', tmp_path / 'faces.jsonl', env=site)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert '1 image: 1 face' in p.stdout and 'model fer2013-cpu:v1' in p.stdout, p.stdout
+    [row] = [json.loads(line) for line in (tmp_path / 'faces.jsonl').read_text().splitlines()]
+    assert row['in_distribution'] is True and abs(sum(row['probs'].values()) - 1) < 1e-5
+    p = facemood('predict', tmp_path / 'hopper.jpg', '--model', 'nobody', env=site)
+    assert p.returncode != 0 and "no model 'nobody'" in p.stderr

@@ -24,6 +24,7 @@ def test_serving_install_without_torch(tmp_path):
     env = dict(FACEMOOD_REGISTRY_DIR=str(tmp_path / 'registry'), FACEMOOD_OUTPUTS_DIR=str(tmp_path / 'outputs'), PATH=str(bin_),
                HOME=str(tmp_path), MPLBACKEND='Agg')
     from facemood.app import free_port
+    from facemood.registry import SHIPPED_MODEL
     port = free_port()
     srv = subprocess.Popen([str(bin_ / 'facemood'), 'serve', '--port', str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -35,12 +36,12 @@ def test_serving_install_without_torch(tmp_path):
             assert srv.poll() is None, srv.stdout.read()[-3000:]
             __import__('time').sleep(0.2)
         r = httpx.post(f'http://127.0.0.1:{port}/predict', files={'file': ('hopper.jpg', sample_face('photo'))}, timeout=30)
-        assert r.status_code == 200 and r.json()['model'] == 'demo' and len(r.json()['faces']) == 1, r.text
+        assert r.status_code == 200 and r.json()['model'] == SHIPPED_MODEL and len(r.json()['faces']) == 1, r.text  # the wheel ships it
         assert httpx.get(f'http://127.0.0.1:{port}/health').json()['runtime'] == 'onnxruntime'
         assert '/docs-assets/' in httpx.get(f'http://127.0.0.1:{port}/docs').text, 'Swagger UI from the service itself, not a CDN'
     finally:
         srv.terminate(); srv.wait(30)
-    p = subprocess.run([str(bin_ / 'facemood'), 'bench', '--seconds', '2', '--users', '2', '--requests', '20', '--out', str(tmp_path / 'bench')],
+    p = subprocess.run([str(bin_ / 'facemood'), 'bench', '--model', 'demo', '--seconds', '2', '--users', '2', '--requests', '20', '--out', str(tmp_path / 'bench')],
                        env=env, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     assert 'facemood service benchmark' in p.stdout and json.loads((tmp_path / 'bench' / 'bench.json').read_text())['log']['complete']
