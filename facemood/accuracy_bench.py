@@ -63,7 +63,7 @@ def facemood_contender(model:str|None=None, # 'NAME[:VERSION]'; default: the mod
     order = [p.classes.index(c) for c in FER2013_CLASSES]
     def classify(faces): return np.concatenate([p.probs(faces[i:i + batch]) for i in range(0, len(faces), batch)])[:, order]
     mb = sum(f.stat().st_size for f in p.folder.iterdir() if f.name in ('model.onnx', 'ood.npz'))/1e6
-    return Contender(f"facemood {p.name}:v{p.version}", classify, round(mb, 2), f"{p.card.get('arch', '')}, ONNX Runtime")
+    return Contender(f"facemood {p.name}:v{p.version}", classify, round(mb, 2), f"{p.card['architecture']['name']}, ONNX Runtime")
 
 # %% ../nbs/09d_accuracy_bench.ipynb #e1c9e8df
 FER_CLASSES = ('angry', 'disgust', 'fear', 'happy', 'sad', 'surprise', 'neutral')

@@ -153,7 +153,7 @@ class FaceDataModule(pl.LightningDataModule):
                  mean:float=0.5, # normalisation: (x/255 - mean)/std
                  std:float=0.5,
                  augment:dict|bool|None=None, # BatchAugment options; None: its defaults; False: no augmentation
-                 drop_duplicates:bool=False, # drop copies in later splits of images in earlier ones
+                 drop_duplicates:bool|None=None, # drop training copies of val/test images; None: yes for FER2013 by its protocol
                  skip_bad:bool=False, # skip and count bad images/rows
                  seed:int=0, # shuffling and augmentation seed
                  **source_kw, # source options: n, config, split_seed; `source_seed` is the synthetic generator's seed
