@@ -61,6 +61,7 @@ def source_fingerprint(src:Source, # a resolved source
                        **params, # other preprocessing parameters (skip_bad, drop_duplicates...)
                       ) -> str:
     "sha256 over the source's bytes and the preprocessing parameters."
+    if src.kind == 'synthetic' and params.get('drop_duplicates', False) is None: params['drop_duplicates'] = False  # no protocol: None is no
     h = hashlib.sha256(json.dumps(dict(preprocess=PREPROCESS_VERSION, kind=src.kind, size=size, kw=src.kw, **params),
                                   sort_keys=True, default=str).encode())
     if src.kind == 'csv' or (src.path is not None and src.path.is_file()): hash_file(src.path, h)  # a CSV, a zip
