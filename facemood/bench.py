@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from datetime import datetime, timezone
@@ -21,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 # %% ../nbs/12a_bench.ipynb #4f63e024
+from .access import add_key
 from .app import serve_in_background
 from .files import atomic_write, write_json
 from .images import sample_face
@@ -33,10 +35,10 @@ def _percentiles(ms:list) -> dict:
     return dict(n=len(a), p50=round(float(np.percentile(a, 50)), 3), p95=round(float(np.percentile(a, 95)), 3),
                 p99=round(float(np.percentile(a, 99)), 3), mean=round(float(a.mean()), 3))
 
-def _sequential(url:str, data:bytes, name:str, detect:bool, n:int) -> dict:
+def _sequential(url:str, data:bytes, name:str, detect:bool, n:int, headers:dict|None=None) -> dict:
     import httpx
     lat, server, faces, fails = [], [], 0, 0
-    with httpx.Client(base_url=url, timeout=30) as c:
+    with httpx.Client(base_url=url, timeout=30, headers=headers) as c:
         for i in range(n + 5):
             t = time.perf_counter()
             r = c.post(f'/predict?detect={str(detect).lower()}', files={'file': (name, data)})
@@ -53,11 +55,12 @@ LOCUSTFILE = '''
 import os
 from locust import FastHttpUser, constant, task
 CROP = open(os.environ["FACEMOOD_BENCH_CROP"], "rb").read()
+AUTH = {"Authorization": "Bearer " + os.environ["FACEMOOD_BENCH_KEY"]} if os.environ.get("FACEMOOD_BENCH_KEY") else {}
 class Client(FastHttpUser):
     wait_time = constant(0)
     @task
     def predict(self):
-        with self.client.post("/predict?detect=false", files={"file": ("crop.png", CROP, "image/png")}, catch_response=True) as r:
+        with self.client.post("/predict?detect=false", files={"file": ("crop.png", CROP, "image/png")}, headers=AUTH, catch_response=True) as r:
             if r.status_code != 200 or len(r.json().get("faces", [])) != 1: r.failure(f"status {r.status_code}")
 '''
 
@@ -68,11 +71,11 @@ def _hist_percentiles(times:dict) -> dict:
     pick = lambda q: float(ms[np.searchsorted(cum, q), 0])
     return dict(p50=pick(0.5), p95=pick(0.95), p99=pick(0.99), mean=round(float((ms[:, 0]*ms[:, 1]).sum()/ms[:, 1].sum()), 3))
 
-def _load_locust(url:str, crop_path:Path, users:int, seconds:float, work:Path) -> dict:
+def _load_locust(url:str, crop_path:Path, users:int, seconds:float, work:Path, key:str|None=None) -> dict:
     (work/'locustfile.py').write_text(LOCUSTFILE)
     cmd = [sys.executable, '-m', 'locust', '-f', str(work/'locustfile.py'), '--headless', '-u', str(users), '-r', str(users),
            '-t', f'{int(seconds)}s', '--host', url, '--only-summary', '--stop-timeout', '5', '--loglevel', 'WARNING', '--json']
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 120, env=dict(os.environ, FACEMOOD_BENCH_CROP=str(crop_path)))
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 120, env=dict(os.environ, FACEMOOD_BENCH_CROP=str(crop_path), FACEMOOD_BENCH_KEY=key or ''))
     (work/'locust.log').write_text(p.stderr)
     try: st = json.loads(p.stdout)[0]  # final stats (the CSV files lag behind the end of the run)
     except (ValueError, IndexError) as e: raise FacemoodError(f"locust gave no statistics (exit code {p.returncode}):\n{p.stderr[-2000:]}") from e
@@ -82,23 +85,24 @@ def _load_locust(url:str, crop_path:Path, users:int, seconds:float, work:Path) -
                 requests_per_s=round(n/el, 1), latency_ms=_hist_percentiles(st['response_times']) if n else {}, exit_code=p.returncode)
 
 # %% ../nbs/12a_bench.ipynb #317cfbfb
-def _served(url:str) -> dict:
-    "What the server itself counted: successful /predict requests and faces."
+def _served(url:str, headers:dict|None=None) -> dict:
+    "What the server itself counted: /predict requests by status, the successful ones, and faces."
     import httpx
     from prometheus_client.parser import text_string_to_metric_families
-    ok = faces = 0
-    for fam in text_string_to_metric_families(httpx.get(url + '/metrics').text):
+    status, faces = {}, 0
+    for fam in text_string_to_metric_families(httpx.get(url + '/metrics', headers=headers).text):
         for smp in fam.samples:
-            if smp.name == 'facemood_requests_total' and smp.labels.get('status') == '200' and smp.labels.get('endpoint', '').startswith('/predict'): ok += smp.value
+            if smp.name == 'facemood_requests_total' and smp.labels.get('endpoint', '').startswith('/predict'):
+                status[smp.labels['status']] = status.get(smp.labels['status'], 0) + int(smp.value)
             if smp.name == 'facemood_faces_per_image_sum': faces += smp.value
-    return dict(successful_requests=int(ok), faces=int(faces))
+    return dict(successful_requests=status.get('200', 0), faces=int(faces), status=dict(sorted(status.items())))
 
-def _load_threads(url:str, crop:bytes, users:int, seconds:float) -> dict:
+def _load_threads(url:str, crop:bytes, users:int, seconds:float, headers:dict|None=None) -> dict:
     import httpx
     from concurrent.futures import ThreadPoolExecutor
     end, lock, lat, fails = time.monotonic() + seconds, threading.Lock(), [], [0]
     def user(_):
-        with httpx.Client(base_url=url, timeout=30) as c:
+        with httpx.Client(base_url=url, timeout=30, headers=headers) as c:
             while time.monotonic() < end:
                 t = time.perf_counter()
                 try: ok = c.post('/predict?detect=false', files={'file': ('crop.png', crop)}).status_code == 200
@@ -127,6 +131,9 @@ def _bench_markdown(r:dict) -> str:
           f"{lg['server_counted_faces']}): {'complete' if lg['complete'] else 'INCOMPLETE'}.",
           *([f"Logging: {lg['request_path_ms']} ms on the request path (queueing the rows); crop p50 with the log on minus off: "
              f"{lg['overhead_p50_ms']} ms."] if 'overhead_p50_ms' in lg else []),
+          *([f"Access: an API key on every request; rate limit {a['rate_limit'] or 'none'}{'/s' if a['rate_limit'] else ''}; at most "
+             f"{a['max_in_flight']} requests in flight. /predict answers by status: " + ', '.join(f'{k} ×{v}' for k, v in r['server_counted']['status'].items())
+             + f"; the service {'answered' if r['alive_after_load'] else 'did NOT answer'} a prediction after the load."] if (a := r.get('access')) else []),
           "", "Targets: crop p50 <= 10 ms, photo p50 <= 30 ms, load >= 200 req/s with 0 failures, log complete, logging <= 1 ms: " +
           ', '.join(f"{k} {'ok' if v else 'MISSED'}" for k, v in r['targets'].items())]
     return '\n'.join(L) + '\n'
@@ -141,10 +148,14 @@ def benchmark_service(model:str|None=None, # 'NAME[:VERSION]'; default: the only
                       workers:int=1, # uvicorn workers
                       locust:bool|None=None, # use locust (default: when installed)
                       compare_log_off:bool=True, # also time the crop requests on a server with the prediction log off
+                      rate_limit:float=0, # the server's requests/s per key; 0: none, to measure what it can do
+                      max_in_flight:int|None=None, # the server's bound on requests in flight (default: the `max_in_flight` setting)
                      ) -> dict:
     "Start a real server on 127.0.0.1, measure latency and throughput, check the prediction log; write bench.json and bench.md."
     import importlib.util
     import platform
+
+    import httpx
     out = Path(out_dir or Path(get_settings().outputs_dir)/'bench'/datetime.now().strftime('%Y%m%d-%H%M%S'))
     out.mkdir(parents=True, exist_ok=True)
     log_url = f"sqlite:///{out/'predictions.sqlite'}"
@@ -152,17 +163,29 @@ def benchmark_service(model:str|None=None, # 'NAME[:VERSION]'; default: the only
     crop, photo = sample_face('crop'), sample_face('photo')
     (out/'crop.png').write_bytes(crop); (out/'photo.jpg').write_bytes(photo)
     use_locust = importlib.util.find_spec('locust') is not None if locust is None else locust
-    res = {}
-    if compare_log_off:  # the same crop requests with the prediction log off: what logging costs a request
-        with serve_in_background(model, registry, 'off', workers=workers) as srv: res['crop_log_off'] = _sequential(srv.url, crop, 'crop.png', False, n)
-    srv = serve_in_background(model, registry, log_url, workers=workers)
+    keys = tempfile.TemporaryDirectory(prefix='facemood-bench-keys-')   # the server is measured as deployed: every request carries a key
+    key = add_key('bench', Path(keys.name)/'api_keys.json')
+    auth = {'Authorization': f'Bearer {key}'}
+    env = dict(FACEMOOD_API_KEYS_FILE=str(Path(keys.name)/'api_keys.json'), FACEMOOD_RATE_LIMIT=str(rate_limit),
+               **({'FACEMOOD_MAX_IN_FLIGHT': str(max_in_flight)} if max_in_flight else {}))
+    res = dict(access=dict(api_key=True, rate_limit=rate_limit, max_in_flight=max_in_flight or get_settings().number('max_in_flight', int, 1)))
     try:
-        health = __import__('httpx').get(srv.url + '/health').json()
-        res.update(crop=_sequential(srv.url, crop, 'crop.png', False, n), photo=_sequential(srv.url, photo, 'photo.jpg', True, n))
-        res['load'] = _load_locust(srv.url, out/'crop.png', users, seconds, out) if use_locust else _load_threads(srv.url, crop, users, seconds)
-        res['server_counted'] = _served(srv.url)
-    finally: code = srv.stop()
-    expected = res['crop']['faces'] + res['photo']['faces'] + res['load']['successes']
+        if compare_log_off:  # the same crop requests with the prediction log off: what logging costs a request
+            with serve_in_background(model, registry, 'off', workers=workers, env=env) as srv:
+                res['crop_log_off'] = _sequential(srv.url, crop, 'crop.png', False, n, auth)
+        srv = serve_in_background(model, registry, log_url, workers=workers, env=env)
+        try:
+            health = httpx.get(srv.url + '/health').json()
+            res.update(crop=_sequential(srv.url, crop, 'crop.png', False, n, auth), photo=_sequential(srv.url, photo, 'photo.jpg', True, n, auth))
+            res['load'] = (_load_locust(srv.url, out/'crop.png', users, seconds, out, key) if use_locust else _load_threads(srv.url, crop, users, seconds, auth))
+            time.sleep(max(1.0, 2/rate_limit) if rate_limit else 0)   # a token for the check below
+            after = httpx.post(srv.url + '/predict?detect=false', files={'file': ('crop.png', crop)}, headers=auth, timeout=30)
+            res['alive_after_load'] = after.status_code == 200 and httpx.get(srv.url + '/health').status_code == 200
+            res['server_counted'] = _served(srv.url, auth)
+        finally: code = srv.stop()
+    finally: keys.cleanup()
+    res['load']['status'] = res['server_counted']['status']
+    expected = res['crop']['faces'] + res['photo']['faces'] + res['load']['successes'] + int(res['alive_after_load'])
     rows = count_prediction_log(log_url)
     res.update(model=health['model'], model_version=health['model_version'], runtime=health['runtime'], workers=workers,
                cpus=len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count(),

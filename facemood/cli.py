@@ -7,7 +7,8 @@ Docs: https://facemood.github.io/facemood/cli.html.md"""
 # %% auto #0
 __all__ = ['QUICKSTART', 'cmd_settings', 'cmd_data_build', 'cmd_data_info', 'cmd_data_download', 'cmd_run', 'run_summary',
            'cmd_runs', 'cmd_quickstart', 'cmd_wandb_sweep', 'cmd_wandb_trial', 'cmd_serve', 'cmd_predict', 'cmd_bench',
-           'cmd_bench_train', 'cmd_bench_faces', 'cmd_bench_accuracy', 'installed_version', 'make_parser', 'main']
+           'cmd_bench_train', 'cmd_bench_faces', 'cmd_bench_accuracy', 'cmd_keys_add', 'cmd_keys_revoke',
+           'cmd_keys_list', 'cmd_log_info', 'cmd_log_delete', 'installed_version', 'make_parser', 'main']
 
 # %% ../nbs/14_cli.ipynb #0ef7b605
 import argparse
@@ -125,7 +126,8 @@ def cmd_predict(args):
 def cmd_bench(args):
     "Benchmark the service on this machine: latencies, throughput, log completeness; write a report."
     from facemood.bench import benchmark_service
-    r = benchmark_service(model=args.model, seconds=args.seconds, users=args.users, workers=args.workers, out_dir=args.out, n=args.requests)
+    r = benchmark_service(model=args.model, seconds=args.seconds, users=args.users, workers=args.workers, out_dir=args.out, n=args.requests,
+                          rate_limit=args.rate_limit, max_in_flight=args.max_in_flight)
     print(Path(r['report']).read_text())
 
 def cmd_bench_train(args):
@@ -141,10 +143,14 @@ def cmd_bench_faces(args):
     with contextlib.ExitStack() as stack:
         servers = {}
         if args.service:  # the registry's model served with the first version's detector and with the configured one
+            import tempfile
+
             from facemood.app import serve_in_background
             from facemood.faces import detector_setting
+            no_keys = Path(stack.enter_context(tempfile.TemporaryDirectory()))/'api_keys.json'   # loopback only: no keys, no rate limit
             for spec in dict.fromkeys(['haar-256', detector_setting()[0]]):
-                srv = stack.enter_context(serve_in_background(model=args.model, log_url='off', env={'FACEMOOD_FACE_DETECTOR': spec}))
+                env = {'FACEMOOD_FACE_DETECTOR': spec, 'FACEMOOD_API_KEYS_FILE': str(no_keys), 'FACEMOOD_RATE_LIMIT': '0'}
+                srv = stack.enter_context(serve_in_background(model=args.model, log_url='off', env=env))
                 servers[f'service {Path(spec).name}'] = srv.url
         r = benchmark_detection(out_dir=args.out, repeats=args.repeats, server=servers, progress=args.progress)
     print(json.dumps(r, indent=2, default=str) if args.json else Path(r['report']).read_text())
@@ -154,6 +160,46 @@ def cmd_bench_accuracy(args):
     from facemood.accuracy_bench import benchmark_accuracy, format_accuracy
     r = benchmark_accuracy(args.source, model=args.model, peers=not args.no_peers, out_dir=args.out, progress=lambda s: print(s, file=sys.stderr))
     print(json.dumps(r, indent=2, default=str) if args.json else format_accuracy(r))
+
+# %% ../nbs/14_cli.ipynb #c54e9760
+def cmd_keys_add(args):
+    "Make an API key: its salted hash goes to the keys file, the key itself is printed once."
+    from facemood.access import add_key, api_keys_path
+    key = add_key(args.name, args.file)
+    print(f"API key {args.name!r} added to {api_keys_path(args.file)}: the service asks every client for a key from its next request on.\n"
+          f"The key is shown only this once; store it now. Clients send it as the header\n  Authorization: Bearer {key}")
+
+def cmd_keys_revoke(args):
+    "Revoke an API key: the service refuses it from its next request on."
+    from facemood.access import revoke_key
+    revoke_key(args.name, args.file)
+    print(f"API key {args.name!r} revoked: the service refuses it from its next request on")
+
+def cmd_keys_list(args):
+    "The API keys (names and dates, never the keys) and whether the service asks for them."
+    from facemood.access import api_keys_path, list_keys
+    path, keys = api_keys_path(args.file), list_keys(args.file)
+    if args.json: return print(json.dumps(dict(file=str(path), required=path.exists(), keys=keys), indent=2))
+    if not path.exists(): return print(f"no API keys file at {path}: the service is open to anyone who can reach it; `facemood keys add NAME` makes one")
+    print(f"{path}: the service asks for a key on every endpoint but /health")
+    for k in keys: print(f"  {k['name']:<24} created {k['created']}  " + (f"revoked {k['revoked']}" if k['revoked'] else 'active'))
+    if not any(not k['revoked'] for k in keys): print("  no active key: every request but /health is refused")
+
+def cmd_log_info(args):
+    "What the prediction log holds: rows, rows with face crops, the time they span."
+    from facemood.predlog import prediction_log_info
+    info = prediction_log_info(args.log)
+    if args.json: return print(json.dumps(info, indent=2, default=str))
+    for k, v in info.items(): print(f"  {k}: {v}")
+
+def cmd_log_delete(args):
+    "Erase prediction log rows by request id, or all rows before a date."
+    from facemood.predlog import delete_predictions
+    if not args.request_id and not args.before: raise FacemoodError("say what to delete: --request-id ID (repeatable) and/or --before DATE")
+    n = delete_predictions(args.log, request_ids=args.request_id, before=args.before)
+    what = ' and '.join([*([f"request id{'s' if len(args.request_id) > 1 else ''} {', '.join(args.request_id)}"] if args.request_id else []),
+                         *([f"before {args.before}"] if args.before else [])])
+    print(f"deleted {n} row{'s' if n != 1 else ''} ({what})" if n else f"no rows matched ({what}): nothing to delete")
 
 # %% ../nbs/14_cli.ipynb #d7a7c86d
 def _add_source(p):
@@ -210,6 +256,26 @@ def _run_parsers(sub):
     p.set_defaults(func=cmd_quickstart)
 
 # %% ../nbs/14_cli.ipynb #23dbe925
+def _access_parsers(sub):
+    keys = sub.add_parser('keys', help="the service's API keys: add, revoke, list").add_subparsers(dest='keys_command', required=True, metavar='ACTION')
+    for name, func, hlp in (('add', cmd_keys_add, "make a key and print it once"), ('revoke', cmd_keys_revoke, "revoke a key"),
+                            ('list', cmd_keys_list, "names and dates of the keys")):
+        p = keys.add_parser(name, help=hlp)
+        if name != 'list': p.add_argument('name', help="who holds the key, e.g. alice, grafana, web-1")
+        else: p.add_argument('--json', action='store_true', help="as JSON")
+        p.add_argument('--file', help="the keys file (default: the `api_keys_file` setting)")
+        p.set_defaults(func=func)
+    plog = sub.add_parser('log', help="the prediction log: what it holds; erase rows").add_subparsers(dest='log_command', required=True, metavar='ACTION')
+    p = plog.add_parser('info', help="rows, rows with face crops, the time they span")
+    p.add_argument('--json', action='store_true', help="as JSON")
+    p.add_argument('--log', help="SQLAlchemy URL of the log (default: the `prediction_log` setting)")
+    p.set_defaults(func=cmd_log_info)
+    p = plog.add_parser('delete', help="erase rows by request id, or before a date")
+    p.add_argument('--request-id', action='append', default=[], metavar='ID', help="the request_id of a response; repeat for several")
+    p.add_argument('--before', metavar='DATE', help="every row older than this ISO date/time (UTC), e.g. 2026-11-01")
+    p.add_argument('--log', help="SQLAlchemy URL of the log (default: the `prediction_log` setting)")
+    p.set_defaults(func=cmd_log_delete)
+
 def _serve_parsers(sub):
     p = sub.add_parser('serve', help="serve a registered model (HTTP API, metrics, web page)")
     p.add_argument('--model', help="NAME[:VERSION] in the registry (default: the `default_model` setting, else the model shipped with facemood)")
@@ -224,6 +290,8 @@ def _serve_parsers(sub):
     p.add_argument('--requests', type=int, default=300, help="sequential requests per latency scenario")
     p.add_argument('--workers', type=int, default=1, help="uvicorn worker processes")
     p.add_argument('--out', help="report folder (default: <outputs_dir>/bench/<time>)")
+    p.add_argument('--rate-limit', type=float, default=0, help="the benchmarked server's rate limit, requests/s (default 0: none, to measure capacity)")
+    p.add_argument('--max-in-flight', type=int, help="the benchmarked server's bound on requests in flight (default: the `max_in_flight` setting)")
     p.set_defaults(func=cmd_bench)
     what = p.add_subparsers(dest='bench_what', metavar='[train|faces|accuracy]', help="other benchmarks (default: the service)")
     t = what.add_parser('train', help="training throughput: images/s, share of time waiting for data, peak memory")
@@ -281,6 +349,7 @@ def make_parser() -> argparse.ArgumentParser:
     _data_parsers(sub)
     _run_parsers(sub)
     _serve_parsers(sub)
+    _access_parsers(sub)
     return ap
 
 # %% ../nbs/14_cli.ipynb #bfa4bbe5

@@ -10,8 +10,8 @@ __all__ = ['CORRUPTIONS', 'register_corruption', 'SCALAR_FEATURES', 'TEST_KEYS',
            'gaussian_noise', 'occlude', 'rotate', 'jpeg', 'corrupt', 'model_features', 'population_features', 'subset',
            'kolmogorov_sf', 'ks_test', 'gammaincc', 'chi2_sf', 'chi2_test', 'mmd_test', 'holm', 'drift_report',
            'format_tests', 'drift_metrics', 'drift_summary', 'detector_quality', 'format_quality', 'robustness_curve',
-           'plot_robustness', 'format_robustness', 'reference_data', 'current_from_log', 'current_from_folder',
-           'simulate_current', 'html_report', 'latest_drift_report']
+           'plot_robustness', 'format_robustness', 'reference_data', 'logged_features', 'current_from_log',
+           'current_from_folder', 'simulate_current', 'html_report', 'latest_drift_report']
 
 # %% ../nbs/11_drift.ipynb #95d37b30
 import base64
@@ -427,17 +427,33 @@ def reference_data(card:dict, # a model card (`Registry.card`)
     return data
 
 # %% ../nbs/11_drift.ipynb #314c0636
+def logged_features(rows:list, # rows of `read_prediction_log`
+                    classes:list|None=None, # class order of `predicted` and `probs`; None: without them
+                   ) -> dict:
+    "The drift features the log stores, shaped like `population_features`'s: image statistics, face size and the served model's outputs."
+    col = lambda k, missing=np.nan: np.array([missing if r.get(k) is None else r[k] for r in rows], float)
+    fs = np.array([r['box_w']/min(r['image_width'], r['image_height']) if r.get('box_w') and r.get('image_width') and r.get('image_height')
+                   else np.nan for r in rows], float)
+    f = dict(brightness=col('brightness'), contrast=col('contrast'), sharpness=col('sharpness'), face_size=fs, confidence=col('confidence'),
+             ood_score=col('ood_score'), in_distribution=col('in_distribution', True).astype(bool))  # no flag: in distribution, as `Predictor.flag`
+    if classes and rows and all(r.get('probs') for r in rows):
+        bad = next((r for r in rows if set(r['probs']) != set(classes)), None)
+        if bad is not None: raise ClassMismatch(f"rows of the window were served by model {bad.get('model')!r} v{bad.get('model_version')} with "
+                                                f"classes {list(bad['probs'])}, not {list(classes)}: narrow the window or choose the model")
+        f['probs'] = np.array([[r['probs'][c] for c in classes] for r in rows], float)
+        f['predicted'] = f['probs'].argmax(1)
+    return f
+
 def current_from_log(url:str|None=None, # the prediction log (default: the service's setting)
                      since=None, until=None, # window: UNIX seconds, datetime or ISO string ('' = open)
                      model:str|None=None, # only rows of this model name
                      classes:list|None=None, # the analysed model's classes: must be the log's
                     ) -> dict:
-    "Face crops (`images`) and `face_size` of the log's rows in `[since, until)`, plus `n_rows`, `window`."
+    "The log's rows in `[since, until)`: their logged drift `features`, `face_size`, `images` when every row kept its crop (else None), `n_rows`, `n_crops`, `window`, `served`."
     since, until = since or None, until or None
     window = f"[{since or 'start'}, {until or 'now'})"
     try: rows = read_prediction_log(url, since=since, until=until, model=model or None)
     except ValueError as e: raise DriftError(f"bad log window {window}: {e}; use ISO dates like 2026-01-31T12:00") from None
-    rows = [r for r in rows if r.get('crop') is not None and getattr(r['crop'], 'ndim', 0) == 2]
     if not rows:
         try: total = count_prediction_log(url)
         except FacemoodError: total = 0
@@ -447,12 +463,15 @@ def current_from_log(url:str|None=None, # the prediction log (default: the servi
     if classes is not None and logged is not None and list(logged) != list(classes):
         raise ClassMismatch(f"the log's classes {logged} differ from the model's {list(classes)}: analyse the log with the model "
                             f"that served it (its rows name model {rows[-1].get('model')!r} v{rows[-1].get('model_version')})")
-    size = max(r['crop'].shape[0] for r in rows)
-    images = np.stack([r['crop'] if r['crop'].shape == (size, size) else cv2.resize(r['crop'], (size, size), interpolation=cv2.INTER_AREA) for r in rows])
-    fs = np.array([r['box_w']/min(r['image_width'], r['image_height']) if r.get('box_w') and r.get('image_width') and r.get('image_height')
-                   else np.nan for r in rows], float)
-    return dict(images=images, face_size=fs, n_rows=len(rows), window=window,
-                first=float(rows[0]['ts']), last=float(rows[-1]['ts']))
+    crops = [r['crop'] for r in rows if r.get('crop') is not None and getattr(r['crop'], 'ndim', 0) == 2]
+    images = None
+    if len(crops) == len(rows):
+        size = max(c.shape[0] for c in crops)
+        images = np.stack([c if c.shape == (size, size) else cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA) for c in crops])
+    f = logged_features(rows, classes or logged)
+    return dict(images=images, features=f, face_size=f['face_size'], n_rows=len(rows), n_crops=len(crops), window=window,
+                first=float(rows[0]['ts']), last=float(rows[-1]['ts']),
+                served=sorted({f"{r.get('model')}:v{r.get('model_version')}" for r in rows}))
 
 # %% ../nbs/11_drift.ipynb #4c0d1879
 def current_from_folder(folder:str|Path, # face crops, searched recursively

@@ -6,7 +6,8 @@ Docs: https://facemood.github.io/facemood/predlog.html.md"""
 
 # %% auto #0
 __all__ = ['LOG_OFF', 'ADDED_COLUMNS', 'log', 'default_log_url', 'log_url_setting', 'face_stats', 'log_engine', 'add_columns',
-           'PredictionLog', 'decode_crop', 'read_prediction_log', 'count_prediction_log']
+           'PredictionLog', 'decode_crop', 'read_prediction_log', 'count_prediction_log', 'LogEraseIncomplete',
+           'delete_predictions', 'prediction_log_info']
 
 # %% ../nbs/10_predlog.ipynb #5d7c47ea
 import json
@@ -66,7 +67,7 @@ def face_stats(face:np.ndarray, # uint8 (H,W)
     return {k: float(s[k][0]) for k in ('brightness', 'contrast', 'sharpness')}
 
 def log_engine(url:str, create:bool=True) -> sa.Engine:
-    "A SQLAlchemy engine for the prediction log; SQLite files get WAL mode and a busy timeout."
+    "A SQLAlchemy engine for the prediction log; SQLite files get WAL mode, a busy timeout and secure delete (deleted content overwritten)."
     u = sa.engine.make_url(url)
     if u.get_backend_name() != 'sqlite': return sa.create_engine(url, pool_pre_ping=True)
     if u.database and u.database != ':memory:':
@@ -77,9 +78,18 @@ def log_engine(url:str, create:bool=True) -> sa.Engine:
     @sa.event.listens_for(eng, 'connect')
     def _pragmas(conn, _):
         cur = conn.cursor()
-        for pragma in ('journal_mode=WAL', 'synchronous=NORMAL', 'busy_timeout=30000'): cur.execute(f'PRAGMA {pragma}')
+        for pragma in ('journal_mode=WAL', 'synchronous=NORMAL', 'busy_timeout=30000', 'secure_delete=ON'): cur.execute(f'PRAGMA {pragma}')
         cur.close()
     return eng
+
+def _checkpoint(eng:sa.Engine, wait_ms:int=30000) -> bool:
+    "SQLite: copy the write-ahead log into the database file and truncate it (deleted content gone from both); False if readers kept it."
+    if eng.dialect.name != 'sqlite': return True
+    with eng.connect() as c:
+        c.exec_driver_sql(f'PRAGMA busy_timeout={int(wait_ms)}')
+        busy = c.exec_driver_sql('PRAGMA wal_checkpoint(TRUNCATE)').one()[0]
+        c.exec_driver_sql('PRAGMA busy_timeout=30000')
+    return not busy
 
 def _columns(eng:sa.Engine) -> set:
     "Names of the columns the log's table has (empty without the table)."
@@ -109,8 +119,11 @@ class PredictionLog:
                  batch_size:int=256, # rows per insert at most
                  flush_ms:float=200, # write a partial batch after this long
                  on_write=None, # called with (outcome, n_rows) after each batch: 'written' or 'dropped'
+                 log_crops:bool=False, # also keep each face's crop (PNG); False: statistics and predictions only
+                 crop_retention_days:float=7, # erase crops of older rows, keeping the rows (checked hourly); 0: as long as the rows
                 ):
         self.url, self.retention_days, self.batch_size, self.flush_ms, self.on_write = url, retention_days, batch_size, flush_ms, on_write
+        self.log_crops, self.crop_retention_days = log_crops, crop_retention_days
         self.written = self.dropped = 0
         self._q, self._thread = queue.SimpleQueue(), None
 
@@ -143,11 +156,19 @@ class PredictionLog:
         self._q.put(_STOP); self._thread.join(timeout); self._thread = None
         self.engine.dispose()
 
-    def purge(self) -> int:
-        "Delete rows older than `retention_days`; return how many."
-        if not self.retention_days: return 0
+    def purge(self) -> dict:
+        "Delete rows older than `retention_days`, erase crops older than `crop_retention_days`; return how many of each."
+        t, now, n = self.table, time.time(), dict(rows=0, crops=0)
         with self.engine.begin() as c:
-            return c.execute(self.table.delete().where(self.table.c.ts < time.time() - self.retention_days*86400)).rowcount
+            if self.retention_days: n['rows'] = c.execute(t.delete().where(t.c.ts < now - self.retention_days*86400)).rowcount
+            if self.crop_retention_days:
+                n['crops'] = c.execute(t.update().where(t.c.ts < now - self.crop_retention_days*86400, t.c.crop_png.is_not(None))
+                                       .values(crop_png=None)).rowcount
+        if n['rows'] or n['crops']:
+            log.info("prediction log: deleted %d rows older than %g days, erased %d crops older than %g days",
+                     n['rows'], self.retention_days, n['crops'], self.crop_retention_days)
+            if not _checkpoint(self.engine, wait_ms=1000): log.info("prediction log: readers delayed the WAL checkpoint; SQLite completes it later")
+        return n
 
     def _run(self):
         last_purge = time.monotonic()
@@ -172,7 +193,9 @@ class PredictionLog:
     def _record(self, r:dict) -> dict:
         r = dict(r)
         face = r.pop('face', None)
-        if face is not None: r.update(face_stats(face), crop_png=cv2.imencode('.png', face)[1].tobytes())
+        if face is not None:
+            r.update(face_stats(face))
+            if self.log_crops: r['crop_png'] = cv2.imencode('.png', face)[1].tobytes()
         if isinstance(r.get('probs'), dict): r['probs'] = json.dumps(r['probs'])
         return r
 
@@ -242,3 +265,50 @@ def count_prediction_log(url:str|None=None) -> int:
         if not sa.inspect(eng).has_table('predictions'): return 0
         with eng.connect() as c: return c.execute(sa.select(sa.func.count()).select_from(_log_table(sa.MetaData()))).scalar_one()
     finally: eng.dispose()
+
+# %% ../nbs/10_predlog.ipynb #717aeb0a
+class LogEraseIncomplete(FacemoodError):
+    "Rows were deleted but readers kept their old pages in the SQLite write-ahead log; the message says what to do."
+
+def delete_predictions(url:str|None=None, # default: the FACEMOOD_PREDICTION_LOG setting
+                       request_ids=(), # delete the rows of these requests (an id or a list of ids)...
+                       before=None, # ...and every row older than this: UNIX seconds, datetime (naive = UTC) or ISO string
+                      ) -> int:
+    "Delete rows from the prediction log, overwriting their content on disk; return how many were deleted."
+    ids = [request_ids] if isinstance(request_ids, str) else [str(i) for i in request_ids or ()]
+    if not ids and before in (None, ''): raise FacemoodError("delete_predictions needs request ids, a date (before), or both: it never deletes the whole log by default")
+    try: cut = None if before in (None, '') else _ts(before)
+    except (TypeError, ValueError):
+        try: cut = float(before)   # UNIX seconds as text
+        except (TypeError, ValueError): raise FacemoodError(f"bad date {before!r} for before: use an ISO date like 2026-01-31T12:00 (UTC) or UNIX seconds") from None
+    eng = _reader(url)
+    try:
+        if not _columns(eng): return 0
+        t, n = _log_table(sa.MetaData()), 0
+        with eng.begin() as c:
+            for i in range(0, len(ids), 500): n += c.execute(t.delete().where(t.c.request_id.in_(ids[i:i+500]))).rowcount
+            if cut is not None: n += c.execute(t.delete().where(t.c.ts < cut)).rowcount
+        log.info("prediction log: deleted %d rows (%d request ids%s)", n, len(ids), f", before {before}" if cut is not None else '')
+        if not _checkpoint(eng):
+            raise LogEraseIncomplete(f"deleted {n} rows, but readers of {eng.url.database} kept their old content in its write-ahead log "
+                                     f"({eng.url.database}-wal): run the same deletion again when the drift analysis or other readers are "
+                                     "done (it deletes nothing more and completes the erasure)")
+        return n
+    finally: eng.dispose()
+
+# %% ../nbs/10_predlog.ipynb #a850a7c4
+def _iso(ts:float|None) -> str|None: return None if ts is None else datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec='seconds')
+
+def prediction_log_info(url:str|None=None, # default: the FACEMOOD_PREDICTION_LOG setting
+                       ) -> dict:
+    "Rows, rows with a face crop, distinct request ids, oldest and newest row (ISO, UTC), rows per model, and the log's URL without password."
+    eng = _reader(url)
+    try:
+        info = dict(url=eng.url.render_as_string(hide_password=True), rows=0, crops=0, request_ids=0, oldest=None, newest=None, models={})
+        if not _columns(eng): return info
+        t, f = _log_table(sa.MetaData()), sa.func
+        with eng.connect() as c:
+            n, crops, ids, lo, hi = c.execute(sa.select(f.count(), f.count(t.c.crop_png), f.count(sa.distinct(t.c.request_id)), f.min(t.c.ts), f.max(t.c.ts))).one()
+            models = c.execute(sa.select(t.c.model, t.c.model_version, f.count()).group_by(t.c.model, t.c.model_version)).all()
+    finally: eng.dispose()
+    return dict(info, rows=n, crops=crops, request_ids=ids, oldest=_iso(lo), newest=_iso(hi), models={f'{m}:v{v}': k for m, v, k in models})

@@ -19,7 +19,7 @@ from pathlib import Path
 SETTINGS_FILE = 'settings.ini'
 SETTINGS_SECTION = 'facemood'
 HOME_DIR = Path('~/.facemood').expanduser()
-PATH_KEYS = ('data_dir', 'outputs_dir', 'registry_dir')  # relative paths are taken from the settings file's folder
+PATH_KEYS = ('data_dir', 'outputs_dir', 'registry_dir', 'api_keys_file')  # relative paths are taken from the settings file's folder
 DEFAULTS = dict(
     data_dir=str(HOME_DIR/'data'),        # datasets and preprocessed caches
     outputs_dir=str(HOME_DIR/'outputs'),  # one folder per run: outputs/<runbook>/<run-id>/
@@ -33,6 +33,11 @@ DEFAULTS = dict(
     max_upload_mb='10',                   # largest upload the service accepts
     face_detector='yunet',                # yunet (shipped with facemood), haar (OpenCV's cascade), or the path of a YuNet ONNX file
     default_model='',                     # the model that answers when none is named: NAME[:VERSION] in the registry; '' : the one shipped with facemood
+    api_keys_file=str(HOME_DIR/'api_keys.json'), # the service's API keys (`facemood keys add NAME`); while it exists, every endpoint but /health needs one
+    rate_limit='50',                      # requests per second per API key (per client address without keys), bursts of as many; 0: no limit
+    max_in_flight='32',                   # requests one service worker holds at once; beyond it 503 with Retry-After
+    log_crops='false',                    # true: the prediction log also keeps each face's 48x48 crop (for labelling); false: predictions and statistics only
+    crop_retention_days='7',              # logged crops older than this are erased, their rows kept; 0: as long as the rows
 )
 WANDB_MODES = ('offline', 'online', 'disabled')
 
@@ -72,6 +77,22 @@ class Settings:
         return Path(v) if k in PATH_KEYS and not _is_url(v) else v
 
     def as_dict(self) -> dict: return {k: str(getattr(self, k)) for k in self.values}
+
+    def number(self, k:str, kind=float, minimum:float=0):
+        "Setting `k` as a `kind` >= `minimum` (empty: its default); `SettingsError` says where a bad value came from."
+        raw = str(self.values[k]).strip() or str(DEFAULTS.get(k, ''))
+        try: v = kind(raw)
+        except ValueError: v = None
+        if v is None or not minimum <= v < float('inf'):
+            raise SettingsError(f"{k} is {raw!r} (from {self.origins.get(k, 'default')}): expected a{'n integer' if kind is int else ' number'} >= {minimum:g}")
+        return v
+
+    def flag(self, k:str) -> bool:
+        "Setting `k` as a boolean: true/false, yes/no, on/off or 1/0 (empty: its default)."
+        raw = (str(self.values[k]).strip() or str(DEFAULTS.get(k, ''))).lower()
+        if raw in ('true', 'yes', 'on', '1'): return True
+        if raw in ('false', 'no', 'off', '0'): return False
+        raise SettingsError(f"{k} is {raw!r} (from {self.origins.get(k, 'default')}): expected true or false")
 
 # %% ../nbs/00_settings.ipynb #febcc99d
 def _resolve(key, value, base:Path|None):
@@ -120,7 +141,7 @@ _Loader.add_implicit_resolver('tag:yaml.org,2002:float', re.compile(r'^[-+]?(?:\
 
 def read_yaml(text:str, where:str='YAML') -> object:
     "Parse YAML `text` with exponent floats; `ParamsError` names `where` when it is not valid."
-    try: return yaml.load(text, Loader=_Loader)
+    try: return yaml.load(text, Loader=_Loader)  # _Loader is yaml.SafeLoader with YAML 1.2 floats: no objects  # nosec B506
     except yaml.YAMLError as e: raise ParamsError(f"{where}: not valid YAML: {e}") from None
 
 def _check_names(d:dict, where:str) -> dict:

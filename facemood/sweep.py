@@ -209,7 +209,7 @@ def open_storage(url:str, # a SQLAlchemy URL
 # %% ../nbs/13a_sweep.ipynb #c2daac9d
 def study_name(plan:dict) -> str:
     "A study name made from a sweep's plan: `<runbook>-<method>-<8 hex>`."
-    h = hashlib.sha1(json.dumps(plan, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    h = hashlib.sha1(json.dumps(plan, sort_keys=True, default=str).encode(), usedforsecurity=False).hexdigest()[:8]
     return f"{Path(str(plan.get('runbook', 'sweep'))).stem}-{plan.get('method', 'grid')}-{h}"
 
 def open_study(storage:optuna.storages.RDBStorage, # from `open_storage`

@@ -20,10 +20,12 @@ def make_registry(root: Path, name: str = 'demo', seed: int = 0) -> Path:
     return root / 'registry'
 
 
-def server_env(tmp: Path, registry: Path) -> dict:
-    "Environment of a test server: its own folders, a small upload limit."
-    return dict(FACEMOOD_REGISTRY_DIR=str(registry), FACEMOOD_OUTPUTS_DIR=str(tmp / 'outputs'), FACEMOOD_DATA_DIR=str(tmp / 'data'),
-                FACEMOOD_MAX_UPLOAD_MB=str(MAX_UPLOAD_MB), FACEMOOD_WANDB_MODE='disabled', FACEMOOD_DEVICE='cpu')
+def server_env(tmp: Path, registry: Path, **settings) -> dict:
+    "Environment of a test server: its own folders, no API keys file, no rate limit, a small upload limit; `settings` as FACEMOOD_<KEY>."
+    env = dict(FACEMOOD_REGISTRY_DIR=str(registry), FACEMOOD_OUTPUTS_DIR=str(tmp / 'outputs'), FACEMOOD_DATA_DIR=str(tmp / 'data'),
+               FACEMOOD_API_KEYS_FILE=str(tmp / 'api_keys.json'), FACEMOOD_RATE_LIMIT='0',
+               FACEMOOD_MAX_UPLOAD_MB=str(MAX_UPLOAD_MB), FACEMOOD_WANDB_MODE='disabled', FACEMOOD_DEVICE='cpu')
+    return {**env, **{f'FACEMOOD_{k.upper()}': str(v) for k, v in settings.items()}}
 
 
 @pytest.fixture(scope='session')

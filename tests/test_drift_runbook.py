@@ -34,12 +34,12 @@ def errors_in(notebook):
     return [o for c in nb.cells if c.cell_type == 'code' for o in c.get('outputs', []) if o.get('output_type') == 'error']
 
 
-def write_log(url, n, t0, seed=0, brightness=1.0, model='smoke'):
-    "`n` prediction rows, one second apart from `t0`, written by the service's own log writer."
+def write_log(url, n, t0, seed=0, brightness=1.0, model='smoke', crops=False):
+    "`n` prediction rows, one second apart from `t0`, written by the service's own log writer (with face crops if `crops`)."
     from facemood.predlog import PredictionLog
     from facemood.synth import render_faces
     faces = np.clip(render_faces(n, seed=seed)[0] * brightness, 0, 255).astype(np.uint8)
-    log = PredictionLog(url, retention_days=0).start()
+    log = PredictionLog(url, retention_days=0, log_crops=crops).start()
     log.write([dict(ts=t0 + i, model=model, model_version=1, image_width=320, image_height=240, box_x=10, box_y=10, box_w=100,
                     box_h=100, prediction='happy', confidence=0.5, probs={c: 1 / 7 for c in CLASSES}, face=f) for i, f in enumerate(faces)])
     log.flush()
@@ -66,6 +66,7 @@ def test_synthetic_shift_then_log(trained, tmp_path):
     latest = latest_drift_report(site['FACEMOOD_OUTPUTS_DIR'])
     assert latest['verdict'] == 'drift' and latest['run_id'] == rec['id'] and Path(latest['report']).exists()
 
+    # a log as the service writes it by default, without face crops: every test but the embedding's, from the stored columns
     url = f"sqlite:///{tmp_path / 'predictions.sqlite'}"
     t0 = time.time() - 3600
     write_log(url, 120, t0, seed=5)
@@ -75,6 +76,24 @@ def test_synthetic_shift_then_log(trained, tmp_path):
     met = json.loads((rj.parent / 'metrics.json').read_text())
     assert met['n_current'] == 120 and met['verdict'] in ('drift', 'no drift') and 'p_ks_brightness' in met
     assert 'face_size' in met['skipped'], 'crops in the training cache have no face size'
+    assert 'embedding' in met['skipped'] and 'p_mmd_embedding' not in met and {'p_ks_sharpness', 'p_chi2_predicted'} <= set(met)
+    html = (rj.parent / 'report.html').read_text()
+    assert 'embedding test (MMD) is skipped' in html and '0 of the 120 rows kept a face crop' in html
+    figs = {f.name for f in (rj.parent / 'figures').iterdir()}
+    assert 'features.png' in figs and 'current_samples.png' not in figs and 'embeddings.png' not in figs
+    assert not errors_in(rj.parent / 'drift.ipynb')
+
+    # a log with face crops: the model recomputes every feature from them, embedding included
+    crops_url = f"sqlite:///{tmp_path / 'crops.sqlite'}"
+    write_log(crops_url, 120, t0, seed=5, crops=True)
+    p = facemood('run', 'drift', *DRIFT, '-p', 'current', 'log', '-p', 'log_url', crops_url, '-p', 'robustness', 'false', env=site)
+    assert p.returncode == 0, p.stderr[-3000:]
+    rj = max(drift_runs(site), key=lambda f: json.loads(f.read_text())['started'])
+    met_crops = json.loads((rj.parent / 'metrics.json').read_text())
+    assert met_crops['n_current'] == 120 and 'p_mmd_embedding' in met_crops and 'embedding' not in met_crops['skipped']
+    assert {'current_samples.png', 'embeddings.png'} <= {f.name for f in (rj.parent / 'figures').iterdir()}
+    assert 'face crop' not in (rj.parent / 'report.html').read_text()
+    assert met_crops['p_ks_brightness'] == met['p_ks_brightness'], 'stored statistics are the ones recomputed from the crops'
 
     # two windows of the log: the later one darker; face size is known on both sides and tested
     write_log(url, 120, t0 + 200, seed=6, brightness=0.6)
@@ -84,6 +103,7 @@ def test_synthetic_shift_then_log(trained, tmp_path):
     rj = max(drift_runs(site), key=lambda f: json.loads(f.read_text())['started'])
     met = json.loads((rj.parent / 'metrics.json').read_text())
     assert met['n_reference'] == met['n_current'] == 120 and 'p_ks_face_size' in met and met['verdict'] == 'drift' and 'brightness' in met['drifted']
+    assert 'embedding' in met['skipped'], 'neither window kept crops'
 
     # an empty window: a clear message, no traceback
     p = facemood('run', 'drift', *DRIFT, '-p', 'current', 'log', '-p', 'log_url', url, '-p', 'log_since', '2001-01-01T00:00',
@@ -124,7 +144,7 @@ def test_drift_on_what_the_service_logged(trained, tmp_path):
     site = trained
     url = f"sqlite:///{tmp_path / 'served.sqlite'}"
     faces, _ = render_faces(160, seed=11)
-    with serve_in_background('smoke', registry=site['FACEMOOD_REGISTRY_DIR'], log_url=url, env=site) as srv:
+    with serve_in_background('smoke', registry=site['FACEMOOD_REGISTRY_DIR'], log_url=url, env=dict(site, FACEMOOD_RATE_LIMIT='0')) as srv:  # 160 requests at once
         with httpx.Client(base_url=srv.url, timeout=30) as c:
             for f in faces:
                 r = c.post('/predict', params={'detect': 'false'}, files={'file': ('face.png', cv2.imencode('.png', f)[1].tobytes())})
@@ -134,7 +154,10 @@ def test_drift_on_what_the_service_logged(trained, tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     [rj] = drift_runs(site)
     met = json.loads((rj.parent / 'metrics.json').read_text())
-    assert 0 < met['n_current'] <= 160 and met['verdict'] in ('drift', 'no drift') and 'p_mmd_embedding' in met
+    assert 0 < met['n_current'] <= 160 and met['verdict'] in ('drift', 'no drift')
+    # the service keeps no face crops by default: the tests come from the statistics and model outputs it logged
+    assert {'p_ks_brightness', 'p_ks_sharpness', 'p_ks_confidence', 'p_chi2_predicted'} <= set(met)
+    assert 'embedding' in met['skipped'] and 'p_mmd_embedding' not in met
     assert (rj.parent / 'report.html').exists()
 
 

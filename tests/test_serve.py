@@ -311,11 +311,11 @@ def test_still_serving_and_no_500(client):
 # --- the prediction log ------------------------------------------------------------------------------------------
 
 def test_log_complete_under_concurrent_requests(registry_dir, tmp_path):
-    "Every successful prediction is a row, even when many requests arrive at once and the server stops right after."
+    "Every successful prediction is a row, even when many requests arrive at once and the server stops right after (crops opted in)."
     log_url = f"sqlite:///{tmp_path / 'predictions.sqlite'}"
     inputs = [('crop.png', CROP, False), ('photo.jpg', PHOTO, True), ('bad.jpg', b'nonsense', False), ('blank.png', encode(Image.new('L', (64, 64)), 'PNG'), True)]
     faces, ok, lock = [], [], threading.Lock()
-    srv = serve_in_background(registry=registry_dir, log_url=log_url, env=server_env(tmp_path, registry_dir))
+    srv = serve_in_background(registry=registry_dir, log_url=log_url, env=server_env(tmp_path, registry_dir, log_crops='true'))
     try:
         def user(k):
             with httpx.Client(base_url=srv.url, timeout=60) as c:
@@ -338,6 +338,8 @@ def test_log_complete_under_concurrent_requests(registry_dir, tmp_path):
     r = next(r for r in rows if r['endpoint'] == '/predict' and r['image_width'] == 640)
     assert (r['model'], r['model_version'], r['n_faces']) == ('demo', 1, 1)
     assert r['crop'].shape == (48, 48) and r['crop'].dtype == np.uint8
+    assert decode_crop(next(x for x in read_prediction_log(log_url, decode_crops=False) if x['image_width'] == 48)['crop']).tolist() == \
+        preprocess_face(read_image(CROP)).tolist()
     assert abs(sum(r['probs'].values()) - 1) < 1e-6 and r['prediction'] == max(r['probs'], key=r['probs'].get)
     for k in ('brightness', 'contrast', 'sharpness', 'decode_ms', 'detect_ms', 'infer_ms', 'box_w', 'ood_score', 'in_distribution'): assert r[k] is not None, k
     assert 0 < r['brightness'] < 1 and r['ts'] > 1.7e9
@@ -353,7 +355,9 @@ def test_log_rows_match_responses(server, client):
     assert len(rows) == 1
     np.testing.assert_allclose(list(rows[0]['probs'].values()), probs_of(out['faces'][0]), atol=1e-12)
     assert (rows[0]['in_distribution'], rows[0]['ood_score']) == (out['faces'][0]['in_distribution'], out['faces'][0]['ood_score'])
-    assert decode_crop(rows[0]['crop']).tolist() == preprocess_face(read_image(CROP)).tolist()
+    assert rows[0]['crop'] is None, 'faces are not kept by default (log_crops = false)'
+    face = preprocess_face(read_image(CROP))
+    assert abs(rows[0]['brightness'] - face.mean() / 255) < 1e-6 and rows[0]['sharpness'] > 0
     assert json.loads(json.dumps(rows[0]['probs'])) == rows[0]['probs']
 
 

@@ -171,3 +171,49 @@ def test_synthetic_model_warning_and_unfamiliar_faces(browser, trained, trained_
     face = browser.find_element(By.CSS_SELECTOR, '#faces .face')
     assert 'ood' not in face.get_attribute('class').split() and not face.find_elements(By.CSS_SELECTOR, '.ood-note')
     assert float(face.value_of_css_property('opacity')) == 1
+
+
+@pytest.fixture(scope='module')
+def keyed_server(registry_dir, tmp_path_factory):
+    "A server with an API key; `.key`."
+    from serve_fixtures import server_env
+
+    from facemood.access import add_key
+    from facemood.app import serve_in_background
+    tmp = tmp_path_factory.mktemp('keyed-page')
+    key = add_key('browser', tmp / 'api_keys.json')
+    with serve_in_background(registry=registry_dir, log_url='off', env=server_env(tmp, registry_dir)) as srv:
+        srv.key = key
+        yield srv
+
+
+def test_page_asks_for_the_key_once_per_tab(browser, keyed_server, tmp_path):
+    "Without a key the page asks for one; a wrong key is refused with the service's reason; the right one is kept for the tab."
+    photo = tmp_path / 'hopper.jpg'
+    photo.write_bytes(sample_face('photo'))
+    browser.get(keyed_server.url + '/')
+    browser.execute_script("sessionStorage.clear()")
+    browser.get(keyed_server.url + '/')
+    form = wait(browser, EC.visibility_of_element_located((By.ID, 'key-form')))
+    wait(browser, EC.text_to_be_present_in_element((By.ID, 'model-info'), 'model demo v1'))   # /health needs no key
+    browser.find_element(By.ID, 'file').send_keys(str(photo))   # an image before the key: it waits for it
+    wait(browser, EC.text_to_be_present_in_element((By.ID, 'status'), 'waiting for the API key'))
+    browser.find_element(By.ID, 'key').send_keys(keyed_server.key[:-4] + 'AAAA')
+    browser.find_element(By.ID, 'key-use').click()
+    wait(browser, EC.text_to_be_present_in_element((By.ID, 'key-error'), 'not valid'))
+    assert form.is_displayed()
+    browser.find_element(By.ID, 'key').send_keys(keyed_server.key)
+    browser.find_element(By.ID, 'key-use').click()
+    label = wait(browser, EC.visibility_of_element_located((By.CSS_SELECTOR, '#faces .face .label')))   # the waiting image, analysed
+    assert label.text in CLASSES and not form.is_displayed()
+    assert browser.find_element(By.ID, 'key-state').is_displayed()
+    assert browser.find_element(By.ID, 'model-warning').is_displayed(), 'the card (behind the key) was read'
+    browser.refresh()   # the same tab keeps the key
+    wait(browser, EC.visibility_of_element_located((By.ID, 'key-state')))
+    assert not browser.find_element(By.ID, 'key-form').is_displayed()
+    browser.find_element(By.ID, 'file').send_keys(str(photo))
+    wait(browser, EC.text_to_be_present_in_element((By.ID, 'status'), '1 face'))
+    assert keyed_server.key not in keyed_server.output()
+    browser.find_element(By.ID, 'key-forget').click()
+    wait(browser, EC.visibility_of_element_located((By.ID, 'key-form')))
+    assert browser.execute_script("return sessionStorage.length") == 0

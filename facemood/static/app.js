@@ -7,11 +7,13 @@ const els = {
   drop: $("drop"), file: $("file"), camera: $("camera"), detect: $("detect"), fps: $("fps"),
   error: $("error"), status: $("status"), image: $("image"), video: $("video"), stage: $("stage"),
   overlay: $("overlay"), faces: $("faces"), info: $("model-info"), warning: $("model-warning"),
+  keyForm: $("key-form"), key: $("key"), keyError: $("key-error"), keyState: $("key-state"), keyForget: $("key-forget"),
 };
 const OOD_COLOR = "#98a2b3";
 const OOD_NOTE = "Unlike the faces this model was trained on: do not trust this prediction.";
 const COLORS = ["#12b76a", "#3b6fd8", "#f79009", "#d444f1", "#f04438", "#0ba5ec", "#667085"];
-let stream = null, timer = null, inFlight = false, imageUrl = null;
+let stream = null, timer = null, inFlight = false, imageUrl = null, retry = null;
+const KEY_ITEM = "facemood.apiKey";  // sessionStorage: this tab only, gone when it closes
 
 function showError(message) {
   els.error.textContent = message;
@@ -27,21 +29,71 @@ async function errorMessage(response) {
   return `the service answered HTTP ${response.status} ${response.statusText}`;
 }
 
-async function loadInfo() {
+// API keys: a service with keys answers 401 without one; the page then asks for the key once and keeps it for the tab.
+class KeyNeeded extends Error {}
+
+function apiKey() { return sessionStorage.getItem(KEY_ITEM) || ""; }
+
+async function api(url, options = {}) {
+  // Every request but /health goes through here, with the tab's key when it has one.
+  const headers = new Headers(options.headers || {});
+  const key = apiKey();
+  if (key) headers.set("Authorization", `Bearer ${key}`);
+  const response = await fetch(url, { ...options, headers });
+  if (response.status === 401) {
+    const message = await errorMessage(response);
+    sessionStorage.removeItem(KEY_ITEM);
+    askForKey(key ? message : "");  // a key was sent: say why it was refused
+    throw new KeyNeeded(message);
+  }
+  return response;
+}
+
+function askForKey(message) {
+  stopCamera();
+  els.keyForm.hidden = false; els.keyState.hidden = true;
+  els.keyError.textContent = message;
+  els.key.focus();
+}
+
+function keyAccepted() {
+  els.keyForm.hidden = true; els.keyError.textContent = "";
+  els.keyState.hidden = !apiKey();
+}
+
+els.keyForm.addEventListener("submit", async (e) => {
+  e.preventDefault();
+  sessionStorage.setItem(KEY_ITEM, els.key.value.trim());
+  els.key.value = "";
   try {
-    const r = await fetch("health");
-    const h = await r.json();
-    els.info.textContent = h.ready ? `model ${h.model} v${h.model_version} (${h.runtime}) · classes: ${h.classes.join(", ")}`
-                                   : "the service is starting: the model is not loaded yet";
-    if (h.ready) await loadCard();
+    await loadCard();
+  } catch (err) {
+    if (!(err instanceof KeyNeeded)) showError(err.message);
+    return;
+  }
+  if (retry) { const again = retry; retry = null; again(); }  // the image that was waiting for the key
+});
+els.keyForget.addEventListener("click", () => { sessionStorage.removeItem(KEY_ITEM); keyAccepted(); loadCard().catch(() => {}); });
+
+async function loadInfo() {
+  let h;
+  try {
+    h = await (await fetch("health")).json();
   } catch (e) {
     els.info.textContent = "cannot reach the service";
+    return;
+  }
+  els.info.textContent = h.ready ? `model ${h.model} v${h.model_version} (${h.runtime}) · classes: ${h.classes.join(", ")}`
+                                 : "the service is starting: the model is not loaded yet";
+  if (h.ready) {
+    try { await loadCard(); } catch (e) { if (!(e instanceof KeyNeeded)) showError(e.message); }
   }
 }
 
 async function loadCard() {
   // The model card says what the model was trained on; a model trained on synthetic faces (or untrained) comes with a warning.
-  const r = await fetch("model");
+  const r = await api("model");
+  keyAccepted();
   if (!r.ok) return;
   const card = await r.json();
   const use = card.use || {};
@@ -57,8 +109,9 @@ async function predict(blob, name) {
   const url = `predict?detect=${els.detect.checked}`;
   let response;
   try {
-    response = await fetch(url, { method: "POST", body: form });
+    response = await api(url, { method: "POST", body: form });
   } catch (e) {
+    if (e instanceof KeyNeeded) throw e;
     throw new Error("cannot reach the service: is it still running?");
   }
   if (!response.ok) throw new Error(await errorMessage(response));
@@ -147,7 +200,10 @@ async function handleFile(file) {
   } catch (e) {
     els.status.textContent = "";
     els.stage.classList.remove("has-media");
-    showError(e.message);  // the service's message names the file
+    if (e instanceof KeyNeeded) {
+      retry = () => handleFile(file);
+      els.status.textContent = "waiting for the API key…";
+    } else showError(e.message);  // the service's message names the file
   }
 }
 
@@ -179,7 +235,7 @@ async function sendFrame() {
     drawBoxes(result, frame.width, frame.height);
     renderFaces(result);
   } catch (e) {
-    showError(`webcam frame: ${e.message}`);
+    if (!(e instanceof KeyNeeded)) showError(`webcam frame: ${e.message}`);
   } finally {
     inFlight = false;
   }
@@ -216,6 +272,20 @@ function stopCamera() {
   if (!els.video.hidden) els.stage.classList.remove("has-media");
   els.camera.textContent = "Start webcam"; els.camera.classList.remove("on");
 }
+
+// Links to endpoints behind the key (the model card, the metrics) open with it, in a new tab.
+document.querySelectorAll("a[data-api]").forEach((a) => a.addEventListener("click", async (e) => {
+  if (!apiKey()) return;  // no key in this tab: the plain link
+  e.preventDefault();
+  const tab = window.open("", "_blank");  // opened during the click, so pop-up blockers allow it
+  try {
+    const r = await api(a.getAttribute("href"));
+    tab.location = URL.createObjectURL(await r.blob());
+  } catch (err) {
+    tab.close();
+    if (!(err instanceof KeyNeeded)) showError(err.message);
+  }
+}));
 
 els.camera.addEventListener("click", () => (stream ? stopCamera() : startCamera()));
 els.fps.addEventListener("change", () => { if (stream) { stopCamera(); startCamera(); } });
