@@ -39,18 +39,20 @@ class LayerStats:
                 ) -> np.ndarray:
         "Mahalanobis distance (N,) of each row to the nearest class mean."
         sqd = lambda A, B: (A**2).sum(1)[:, None] - 2*A @ B.T + (B**2).sum(1)[None]   # squared distances, (N,C), in float64
-        W, white_means, kept_means = self._projections
-        m2 = sqd(X @ W.T, white_means)
+        inv_sd, kept_means, white_means = self._projections
+        P = X @ self.components.T   # coordinates on the kept axes: the one large product, shared by both terms
+        m2 = sqd(P*inv_sd, white_means)
         if self.residual > 0:  # the part of x - mu_c outside the kept axes, at the residual variance
-            out = sqd(X, self.means) - sqd(X @ self.components.T, kept_means)
+            out = sqd(X, self.means) - sqd(P, kept_means)
             m2 = m2 + np.maximum(out, 0)/self.residual
         return np.sqrt(np.maximum(m2, 0).min(1))
 
     @functools.cached_property
     def _projections(self) -> tuple:
-        "(whitening along the kept axes, the class means whitened, the class means on the kept axes): computed once, not per face."
-        W = self.components/np.sqrt(self.variances)[:, None]
-        return W, self.means @ W.T, self.means @ self.components.T
+        "(1/standard deviation along the kept axes, the class means on them, whitened): computed once, not per face."
+        inv_sd = 1/np.sqrt(self.variances)
+        kept_means = self.means @ self.components.T
+        return inv_sd, kept_means, kept_means*inv_sd
 
 # %% ../nbs/08a_ood.ipynb #72ddbce0
 @dataclass
