@@ -24,7 +24,7 @@ from pathlib import Path
 
 # %% ../nbs/11a_access.ipynb #80b89b88
 from .files import atomic_write
-from .settings import FacemoodError, SettingsError, get_settings
+from .settings import FacemoodError, Settings, SettingsError, get_settings
 
 # %% ../nbs/11a_access.ipynb #6a0c9cd1
 KEY_PREFIX = 'fm_'
@@ -112,7 +112,7 @@ def list_keys(path:str|Path|None=None) -> list[dict]:
 
 # %% ../nbs/11a_access.ipynb #8766e2db
 class KeyStore:
-    "The service's view of the API keys file: `enabled`, and `check(key)` -> ('ok' | 'revoked' | 'wrong', name)."
+    "The service's view of the API keys file: `check(key)` -> ('open' | 'ok' | 'revoked' | 'wrong', name), `enabled`, `active`."
     def __init__(self, path:str|Path|None=None): # default: the `api_keys_file` setting
         self.path, self._stamp, self._keys = api_keys_path(path), None, {}
         self.refresh()
@@ -138,10 +138,12 @@ class KeyStore:
         return sum(not r.get('revoked') for r in self.refresh().values())
 
     def check(self, key:str|None) -> tuple:
-        "('ok', name) for a live key, ('revoked', name) for a revoked one, ('wrong', None) otherwise."
+        "('open', None) without a keys file; ('ok', name) for a live key, ('revoked', name) for a revoked one, ('wrong', None) otherwise."
+        keys = self.refresh()   # the one look at the file a request costs
+        if self._stamp is None: return ('open', None)
         found = ('wrong', None)
         if not key: return found
-        for name, r in self.refresh().items():
+        for name, r in keys.items():
             if hmac.compare_digest(key_hash(key, r['salt']), r['hash']):
                 found = ('revoked' if r.get('revoked') else 'ok', name)
         return found
@@ -167,8 +169,9 @@ class RateLimiter:
         return 0.0 if ok else (1 - tokens)/self.rate
 
 # %% ../nbs/11a_access.ipynb #0a14f7fa
-def access_settings(env:dict|None=None) -> dict:
+def access_settings(s:Settings|None=None, # site settings (default: `get_settings()`)
+                   ) -> dict:
     "`api_keys_file` (a Path), `rate_limit` (per second, 0: none) and `max_in_flight`, from the site settings."
-    s = get_settings(env=env)
+    s = s or get_settings()
     return dict(api_keys_file=api_keys_path(s.api_keys_file), rate_limit=s.number('rate_limit'),
                 max_in_flight=s.number('max_in_flight', int, minimum=1))

@@ -62,7 +62,7 @@ def serve_settings(env:dict|None=None, # environment to read (default: `os.envir
     s = get_settings(env=env)
     return dict(prediction_log=log_url_setting(s.prediction_log), log_retention_days=s.number('log_retention_days'),
                 log_crops=s.flag('log_crops'), crop_retention_days=s.number('crop_retention_days'),
-                max_upload_mb=s.number('max_upload_mb', minimum=0.001), **access_settings(env))
+                max_upload_mb=s.number('max_upload_mb', minimum=0.001), **access_settings(s))
 
 # %% ../nbs/12_app.ipynb #9fb4aaca
 LATENCY_BUCKETS = (.001, .002, .003, .005, .0075, .01, .015, .02, .03, .05, .075, .1, .25, .5, 1, 2.5, 5, 10)
@@ -243,19 +243,15 @@ class Guard:
 
     def _who(self, scope) -> tuple:
         "(client id, None) to let the request on, or (None, (status, message, headers)) to refuse it."
-        if self.keys is not None:
-            try: on = self.keys.enabled
-            except AccessError as e:
-                log.error("facemood: cannot read the API keys file, refusing requests: %s", e)
-                return None, (503, "the service cannot check API keys now (its keys file is unreadable: its operator sees why in the server log)", {'Retry-After': '30'})
-            if on:
-                key = _bearer(scope)
-                status, name = self.keys.check(key)
-                if status != 'ok':
-                    msg = _NO_KEY if key is None else "the Authorization header must be 'Bearer <key>'" if key == '' else _KEY_REASONS[status]
-                    return None, (401, msg, {'WWW-Authenticate': 'Bearer realm="facemood"' + ('' if key is None else ', error="invalid_token"')})
-                return f'key {name}', None
-        return f"client {(scope.get('client') or ('unknown',))[0]}", None
+        key = _bearer(scope)
+        try: status, name = self.keys.check(key) if self.keys is not None else ('open', None)
+        except AccessError as e:
+            log.error("facemood: cannot read the API keys file, refusing requests: %s", e)
+            return None, (503, "the service cannot check API keys now (its keys file is unreadable: its operator sees why in the server log)", {'Retry-After': '30'})
+        if status == 'open': return f"client {(scope.get('client') or ('unknown',))[0]}", None
+        if status == 'ok': return f'key {name}', None
+        msg = _NO_KEY if key is None else "the Authorization header must be 'Bearer <key>'" if key == '' else _KEY_REASONS[status]
+        return None, (401, msg, {'WWW-Authenticate': 'Bearer realm="facemood"' + ('' if key is None else ', error="invalid_token"')})
 
     async def __call__(self, scope, receive, send):
         path = scope.get('path', '')

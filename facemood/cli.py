@@ -181,9 +181,9 @@ def cmd_keys_list(args):
     path, keys = api_keys_path(args.file), list_keys(args.file)
     if args.json: return print(json.dumps(dict(file=str(path), required=path.exists(), keys=keys), indent=2))
     if not path.exists(): return print(f"no API keys file at {path}: the service is open to anyone who can reach it; `facemood keys add NAME` makes one")
-    print(f"{path}: the service asks for a key on every endpoint but /health")
+    print(f"{path}: the service asks for a key on every endpoint but /health, the web page and the API docs")
     for k in keys: print(f"  {k['name']:<24} created {k['created']}  " + (f"revoked {k['revoked']}" if k['revoked'] else 'active'))
-    if not any(not k['revoked'] for k in keys): print("  no active key: every request but /health is refused")
+    if not any(not k['revoked'] for k in keys): print("  no active key: the service refuses every request for predictions, the card and the metrics")
 
 def cmd_log_info(args):
     "What the prediction log holds: rows, rows with face crops, the time they span."
